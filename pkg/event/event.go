@@ -1,0 +1,86 @@
+// Package event is Spillway's data model: the event clients post and read, its identifiers and
+// the sentinel errors the role packages map to HTTP statuses. It imports nothing of Spillway's.
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Event is one client event as the API accepts and returns it.
+//
+// Timestamp and IngestedAt are kept at microsecond precision (see Truncate) in every store, so
+// that Elasticsearch and PostgreSQL order events identically.
+type Event struct {
+	ID         string          `json:"id"`
+	ClientID   string          `json:"clientId"`
+	Type       string          `json:"type,omitempty"`
+	Timestamp  time.Time       `json:"timestamp"`
+	IngestedAt time.Time       `json:"ingestedAt"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+}
+
+// Precision is the resolution at which Spillway stores event times: PostgreSQL's timestamptz
+// resolution, finer than Elasticsearch's date (milliseconds), so the index uses date_nanos.
+const Precision = time.Microsecond
+
+// Truncate brings t to UTC at the storage precision.
+func Truncate(t time.Time) time.Time { return t.UTC().Truncate(Precision) }
+
+// TimeFormat is how event times are written to JSON and to Elasticsearch: RFC 3339 in UTC with
+// exactly six fractional digits, so that string order equals time order.
+const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
+
+// NewID returns a server-assigned event id: a UUIDv7, unique and ordered by creation time.
+func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// Sentinel errors shared by the role packages; each API maps them to a status in one place.
+var (
+	// ErrInvalid marks a request the client must change before retrying (400).
+	ErrInvalid = errors.New("invalid")
+	// ErrNotFound marks a missing event (404).
+	ErrNotFound = errors.New("not found")
+	// ErrTooLarge marks a body or batch over a configured limit (413).
+	ErrTooLarge = errors.New("too large")
+	// ErrUnsupportedMedia marks a content type or encoding the API does not read (415).
+	ErrUnsupportedMedia = errors.New("unsupported media type")
+	// ErrOverloaded marks a request refused to keep memory bounded; retry later (429).
+	ErrOverloaded = errors.New("overloaded")
+	// ErrUnavailable marks a store that is unreachable or refusing; retry later (503).
+	ErrUnavailable = errors.New("unavailable")
+	// ErrUnauthenticated marks a request without valid credentials (401).
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden marks a request the credentials do not allow (403).
+	ErrForbidden = errors.New("forbidden")
+)
+
+// FieldError names one rule an event or parameter broke. Index is the event's position in the
+// request (-1 when the error is not about one event).
+type FieldError struct {
+	Index   int    `json:"index"`
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// ValidationError lists every rule a request broke. It matches ErrInvalid with errors.Is.
+type ValidationError struct {
+	Message string
+	Details []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	if len(e.Details) > 0 {
+		d := e.Details[0]
+		return d.Field + ": " + d.Message
+	}
+	return "invalid request"
+}
+
+// Is makes errors.Is(err, ErrInvalid) true for validation errors.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }

@@ -1,0 +1,50 @@
+package event
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestNewIDIsTimeOrderedAndUnique(t *testing.T) {
+	seen := map[string]bool{}
+	prev := ""
+	for i := 0; i < 10000; i++ {
+		id := NewID()
+		if seen[id] {
+			t.Fatalf("duplicate id %s", id)
+		}
+		seen[id] = true
+		// UUIDv7 ids generated in one process sort in generation order.
+		if prev != "" && id <= prev {
+			t.Fatalf("id %s not after %s", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	in := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.FixedZone("X", 3600))
+	got := Truncate(in)
+	want := time.Date(2026, 1, 2, 2, 4, 5, 123456000, time.UTC)
+	if !got.Equal(want) || got.Location() != time.UTC {
+		t.Fatalf("Truncate = %v, want %v", got, want)
+	}
+	if s := got.Format(TimeFormat); s != "2026-01-02T02:04:05.123456Z" {
+		t.Fatalf("format = %s", s)
+	}
+}
+
+func TestValidationErrorIsInvalid(t *testing.T) {
+	err := fmt.Errorf("decode: %w", &ValidationError{Details: []FieldError{{Index: 3, Field: "clientId", Message: "required"}}})
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatal("validation error does not match ErrInvalid")
+	}
+	if errors.Is(err, ErrNotFound) {
+		t.Fatal("validation error matches ErrNotFound")
+	}
+	if got := err.Error(); got != "decode: clientId: required" {
+		t.Fatalf("Error() = %q", got)
+	}
+}
