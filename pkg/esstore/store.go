@@ -1,0 +1,380 @@
+// Package esstore is Spillway's Elasticsearch storage: the client, the index template and the
+// daily event indices, and the document format. It is the only package that imports
+// go-elasticsearch; the role packages consume it through interfaces they declare.
+package esstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+	"github.com/elastic/go-elasticsearch/v8/esapi"
+
+	"github.com/spillway/spillway/mappings"
+	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/event"
+)
+
+// Store is a handle on the event indices of one cluster. It is safe for concurrent use.
+type Store struct {
+	es     *elasticsearch.Client
+	cfg    config.Elasticsearch
+	logger *slog.Logger
+}
+
+// New connects to the cluster described by cfg. It does not contact the cluster.
+func New(cfg config.Elasticsearch, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: cfg.RequestTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	esCfg := elasticsearch.Config{
+		Addresses:     cfg.URLs,
+		Username:      cfg.Username,
+		Password:      cfg.Password.Value(),
+		APIKey:        cfg.APIKey.Value(),
+		RetryOnStatus: []int{502, 503, 504},
+		MaxRetries:    cfg.MaxRetries,
+		DisableRetry:  cfg.MaxRetries == 0,
+		RetryBackoff: func(attempt int) time.Duration {
+			d := 50 * time.Millisecond << min(attempt, 6)
+			return d
+		},
+		Transport: tr,
+	}
+	if cfg.CACert != "" {
+		pem, err := os.ReadFile(cfg.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("elasticsearch.ca_cert: %w", err)
+		}
+		esCfg.CACert = pem
+	}
+	es, err := elasticsearch.NewClient(esCfg)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch client: %w", err)
+	}
+	return &Store{es: es, cfg: cfg, logger: logger}, nil
+}
+
+// Prefix is the configured index prefix.
+func (s *Store) Prefix() string { return s.cfg.IndexPrefix }
+
+// Alias is the read alias that every event index joins at creation.
+func (s *Store) Alias() string { return s.cfg.IndexPrefix }
+
+// Pattern matches every event index.
+func (s *Store) Pattern() string { return s.cfg.IndexPrefix + "-*" }
+
+// TemplateName is the name of the composable index template.
+func (s *Store) TemplateName() string { return s.cfg.IndexPrefix + "-template" }
+
+// IndexFor names the index holding events whose @timestamp falls on t's UTC day. Daily indices
+// make retention a cheap index deletion instead of a delete-by-query.
+func (s *Store) IndexFor(t time.Time) string {
+	return s.cfg.IndexPrefix + "-" + t.UTC().Format("2006.01.02")
+}
+
+// DayOf parses the day out of an event index name; ok is false for other names.
+func (s *Store) DayOf(index string) (day time.Time, ok bool) {
+	rest, found := strings.CutPrefix(index, s.cfg.IndexPrefix+"-")
+	if !found {
+		return time.Time{}, false
+	}
+	d, err := time.Parse("2006.01.02", rest)
+	return d, err == nil
+}
+
+// Template returns the index template body with this store's pattern, alias and settings.
+func (s *Store) Template() ([]byte, error) {
+	var t map[string]any
+	if err := json.Unmarshal(mappings.EventsTemplate, &t); err != nil {
+		return nil, fmt.Errorf("parse embedded template: %w", err)
+	}
+	t["index_patterns"] = []string{s.Pattern()}
+	tmpl := t["template"].(map[string]any)
+	tmpl["aliases"] = map[string]any{s.Alias(): map[string]any{}}
+	idx := tmpl["settings"].(map[string]any)["index"].(map[string]any)
+	idx["number_of_shards"] = s.cfg.Shards
+	idx["refresh_interval"] = fmt.Sprintf("%dms", s.cfg.RefreshInterval.Milliseconds())
+	if strings.Contains(s.cfg.Replicas, "-") {
+		idx["auto_expand_replicas"] = s.cfg.Replicas
+	} else {
+		delete(idx, "auto_expand_replicas")
+		idx["number_of_replicas"] = s.cfg.Replicas
+	}
+	return json.Marshal(t)
+}
+
+// InstallTemplate puts the index template; it is idempotent. Existing indices keep the
+// settings they were created with; the next daily index picks up changes.
+func (s *Store) InstallTemplate(ctx context.Context) error {
+	body, err := s.Template()
+	if err != nil {
+		return err
+	}
+	res, err := s.es.Indices.PutIndexTemplate(s.TemplateName(), bytes.NewReader(body), s.es.Indices.PutIndexTemplate.WithContext(ctx))
+	if err := check(res, err, "put index template"); err != nil {
+		return err
+	}
+	return nil
+}
+
+// CheckTemplate returns nil when the index template is installed with this store's pattern.
+func (s *Store) CheckTemplate(ctx context.Context) error {
+	res, err := s.es.Indices.GetIndexTemplate(s.es.Indices.GetIndexTemplate.WithName(s.TemplateName()),
+		s.es.Indices.GetIndexTemplate.WithContext(ctx))
+	var out struct {
+		IndexTemplates []struct {
+			Name          string `json:"name"`
+			IndexTemplate struct {
+				IndexPatterns []string `json:"index_patterns"`
+			} `json:"index_template"`
+		} `json:"index_templates"`
+	}
+	if err := decode(res, err, "get index template", &out); err != nil {
+		return err
+	}
+	for _, t := range out.IndexTemplates {
+		if t.Name == s.TemplateName() && len(t.IndexTemplate.IndexPatterns) == 1 && t.IndexTemplate.IndexPatterns[0] == s.Pattern() {
+			return nil
+		}
+	}
+	return fmt.Errorf("index template %s is not installed", s.TemplateName())
+}
+
+// Ping returns nil when the cluster answers and is at least yellow.
+func (s *Store) Ping(ctx context.Context) error {
+	res, err := s.es.Cluster.Health(s.es.Cluster.Health.WithContext(ctx))
+	var out struct {
+		Status string `json:"status"`
+	}
+	if err := decode(res, err, "cluster health", &out); err != nil {
+		return err
+	}
+	if out.Status == "red" {
+		return fmt.Errorf("cluster health is red: %w", event.ErrUnavailable)
+	}
+	return nil
+}
+
+// Version returns the version of the node that answers.
+func (s *Store) Version(ctx context.Context) (string, error) {
+	// GET / lives in a module the test distribution lacks; the nodes info API has the version.
+	res, err := s.es.Nodes.Info(s.es.Nodes.Info.WithNodeID("_local"), s.es.Nodes.Info.WithFilterPath("nodes.*.version"),
+		s.es.Nodes.Info.WithContext(ctx))
+	var out struct {
+		Nodes map[string]struct {
+			Version string `json:"version"`
+		} `json:"nodes"`
+	}
+	if err := decode(res, err, "nodes info", &out); err != nil {
+		return "", err
+	}
+	for _, n := range out.Nodes {
+		return n.Version, nil
+	}
+	return "", errors.New("nodes info: no node")
+}
+
+// Refresh makes everything indexed so far in the event indices visible to search.
+func (s *Store) Refresh(ctx context.Context) error {
+	res, err := s.es.Indices.Refresh(s.es.Indices.Refresh.WithIndex(s.Pattern()),
+		s.es.Indices.Refresh.WithAllowNoIndices(true), s.es.Indices.Refresh.WithContext(ctx))
+	return check(res, err, "refresh")
+}
+
+// Put writes one event with op_type=create into its daily index and waits until it is
+// searchable. It returns created=false when the id already exists. The bulk path for ingest
+// lives in the ingest writer; Put is for tools, tests and repairs.
+func (s *Store) Put(ctx context.Context, e event.Event) (created bool, err error) {
+	body, err := json.Marshal(ToDoc(e))
+	if err != nil {
+		return false, err
+	}
+	res, err := s.es.Create(s.IndexFor(e.Timestamp), e.ID, bytes.NewReader(body),
+		s.es.Create.WithRefresh("wait_for"), s.es.Create.WithContext(ctx))
+	if err == nil && res.StatusCode == http.StatusConflict {
+		res.Body.Close()
+		return false, nil
+	}
+	if err := check(res, err, "create"); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Get returns the event with the id from any event index, or event.ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (event.Event, error) {
+	q := map[string]any{
+		"size":  1,
+		"query": map[string]any{"ids": map[string]any{"values": []string{id}}},
+	}
+	var out searchResponse
+	if err := s.search(ctx, s.Alias(), q, &out); err != nil {
+		return event.Event{}, err
+	}
+	if len(out.Hits.Hits) == 0 {
+		return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
+	}
+	return out.Hits.Hits[0].Source.Event(), nil
+}
+
+// DeleteAll removes every event index and the template: for tests and development resets.
+func (s *Store) DeleteAll(ctx context.Context) error {
+	res, err := s.es.Indices.Delete([]string{s.Pattern()}, s.es.Indices.Delete.WithAllowNoIndices(true),
+		s.es.Indices.Delete.WithIgnoreUnavailable(true), s.es.Indices.Delete.WithExpandWildcards("all"),
+		s.es.Indices.Delete.WithContext(ctx))
+	if err := check(res, err, "delete indices"); err != nil {
+		return err
+	}
+	res, err = s.es.Indices.DeleteIndexTemplate(s.TemplateName(), s.es.Indices.DeleteIndexTemplate.WithContext(ctx))
+	if err == nil && res.StatusCode == http.StatusNotFound {
+		res.Body.Close()
+		return nil
+	}
+	return check(res, err, "delete template")
+}
+
+// search runs a search request body against index and decodes the response into out.
+func (s *Store) search(ctx context.Context, index string, body any, out any, opts ...func(*esapi.SearchRequest)) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	all := []func(*esapi.SearchRequest){
+		s.es.Search.WithContext(ctx),
+		s.es.Search.WithBody(bytes.NewReader(b)),
+		s.es.Search.WithIgnoreUnavailable(true),
+		s.es.Search.WithAllowNoIndices(true),
+	}
+	if index != "" {
+		all = append(all, s.es.Search.WithIndex(index))
+	}
+	res, err := s.es.Search(append(all, opts...)...)
+	return decode(res, err, "search", out)
+}
+
+// Doc is the shape of an event in Elasticsearch: @timestamp is the event's own time, the time
+// field for Kibana.
+type Doc struct {
+	ID         string          `json:"id"`
+	ClientID   string          `json:"clientId"`
+	Type       string          `json:"type,omitempty"`
+	Timestamp  string          `json:"@timestamp"`
+	IngestedAt string          `json:"ingestedAt"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+}
+
+// ToDoc converts an event to its document, with times at storage precision.
+func ToDoc(e event.Event) Doc {
+	return Doc{
+		ID:         e.ID,
+		ClientID:   e.ClientID,
+		Type:       e.Type,
+		Timestamp:  event.Truncate(e.Timestamp).Format(event.TimeFormat),
+		IngestedAt: event.Truncate(e.IngestedAt).Format(event.TimeFormat),
+		Payload:    e.Payload,
+	}
+}
+
+// Event converts a document back to the API's event.
+func (d Doc) Event() event.Event {
+	ts, _ := time.Parse(time.RFC3339Nano, d.Timestamp)
+	ing, _ := time.Parse(time.RFC3339Nano, d.IngestedAt)
+	return event.Event{ID: d.ID, ClientID: d.ClientID, Type: d.Type, Timestamp: ts.UTC(), IngestedAt: ing.UTC(), Payload: d.Payload}
+}
+
+type searchResponse struct {
+	Hits struct {
+		Total struct {
+			Value    int64  `json:"value"`
+			Relation string `json:"relation"`
+		} `json:"total"`
+		Hits []struct {
+			Index  string            `json:"_index"`
+			ID     string            `json:"_id"`
+			SeqNo  int64             `json:"_seq_no"`
+			Source Doc               `json:"_source"`
+			Sort   []json.RawMessage `json:"sort"`
+		} `json:"hits"`
+	} `json:"hits"`
+	PitID string `json:"pit_id"`
+}
+
+// check turns a transport error or a non-2xx response into an error and closes the body.
+// Unreachable clusters and 429/5xx answers wrap event.ErrUnavailable.
+func check(res *esapi.Response, err error, op string) error {
+	return decode(res, err, op, nil)
+}
+
+// decode is check plus decoding a 2xx body into out (when out is not nil).
+func decode(res *esapi.Response, err error, op string, out any) error {
+	if err != nil {
+		return fmt.Errorf("%s: %w: %w", op, event.ErrUnavailable, err)
+	}
+	defer res.Body.Close()
+	if res.IsError() {
+		return responseError(res, op)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, res.Body)
+		return nil
+	}
+	if err := json.NewDecoder(res.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s: decode response: %w", op, err)
+	}
+	return nil
+}
+
+// StatusError is a non-2xx answer from Elasticsearch.
+type StatusError struct {
+	Op     string
+	Status int
+	Type   string
+	Reason string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s: elasticsearch %d %s: %s", e.Op, e.Status, e.Type, e.Reason)
+}
+
+// Is makes overloaded and failing clusters match event.ErrUnavailable.
+func (e *StatusError) Is(target error) bool {
+	return target == event.ErrUnavailable && (e.Status == http.StatusTooManyRequests || e.Status >= 500)
+}
+
+func responseError(res *esapi.Response, op string) error {
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	var e struct {
+		Error struct {
+			Type   string `json:"type"`
+			Reason string `json:"reason"`
+		} `json:"error"`
+	}
+	se := &StatusError{Op: op, Status: res.StatusCode}
+	if json.Unmarshal(body, &e) == nil && e.Error.Type != "" {
+		se.Type, se.Reason = e.Error.Type, e.Error.Reason
+	} else {
+		se.Reason = strings.TrimSpace(string(body))
+	}
+	return se
+}

@@ -1,0 +1,186 @@
+package esstore_test
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway/spillway/mappings"
+	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
+	"github.com/spillway/spillway/pkg/testenv"
+)
+
+func TestTemplateFileParsesAndIsPatched(t *testing.T) {
+	var raw map[string]any
+	if err := json.Unmarshal(mappings.EventsTemplate, &raw); err != nil {
+		t.Fatalf("mappings/elasticsearch/events-template.json: %v", err)
+	}
+	cfg := testenv.DefaultES("http://127.0.0.1:1")
+	cfg.IndexPrefix, cfg.Shards, cfg.Replicas, cfg.RefreshInterval = "audit", 3, "1", 2*time.Second
+	s, err := esstore.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := s.Template()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		IndexPatterns []string `json:"index_patterns"`
+		Template      struct {
+			Settings struct {
+				Index map[string]any `json:"index"`
+			} `json:"settings"`
+			Mappings struct {
+				Dynamic    string                    `json:"dynamic"`
+				Properties map[string]map[string]any `json:"properties"`
+			} `json:"mappings"`
+			Aliases map[string]any `json:"aliases"`
+		} `json:"template"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.IndexPatterns) != 1 || got.IndexPatterns[0] != "audit-*" {
+		t.Errorf("patterns %v", got.IndexPatterns)
+	}
+	if _, ok := got.Template.Aliases["audit"]; !ok || len(got.Template.Aliases) != 1 {
+		t.Errorf("aliases %v", got.Template.Aliases)
+	}
+	idx := got.Template.Settings.Index
+	if idx["number_of_shards"] != float64(3) || idx["number_of_replicas"] != "1" || idx["refresh_interval"] != "2000ms" {
+		t.Errorf("settings %v", idx)
+	}
+	if _, ok := idx["auto_expand_replicas"]; ok {
+		t.Errorf("auto_expand_replicas kept beside number_of_replicas")
+	}
+	want := map[string]string{"id": "keyword", "clientId": "keyword", "type": "keyword", "@timestamp": "date_nanos", "ingestedAt": "date_nanos", "payload": "flattened"}
+	for f, typ := range want {
+		if got.Template.Mappings.Properties[f]["type"] != typ {
+			t.Errorf("field %s: %v, want %s", f, got.Template.Mappings.Properties[f], typ)
+		}
+	}
+	if got.Template.Mappings.Dynamic != "strict" {
+		t.Errorf("dynamic = %q", got.Template.Mappings.Dynamic)
+	}
+}
+
+func TestIndexNames(t *testing.T) {
+	s, _ := esstore.New(testenv.DefaultES("http://127.0.0.1:1"), nil)
+	ts := time.Date(2026, 3, 4, 23, 59, 0, 0, time.FixedZone("X", -2*3600))
+	if got := s.IndexFor(ts); got != "events-2026.03.05" {
+		t.Errorf("IndexFor = %s", got)
+	}
+	if d, ok := s.DayOf("events-2026.03.05"); !ok || !d.Equal(time.Date(2026, 3, 5, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("DayOf = %v %v", d, ok)
+	}
+	if _, ok := s.DayOf("eventsx-2026.03.05"); ok {
+		t.Error("DayOf accepted a foreign index")
+	}
+}
+
+func TestLiveTemplateWriteRead(t *testing.T) {
+	cfg := testenv.ES(t)
+	ctx := testenv.Context(t, time.Minute)
+	s, err := esstore.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckTemplate(ctx); err == nil {
+		t.Fatal("CheckTemplate passed before install")
+	}
+	for i := 0; i < 2; i++ { // idempotent
+		if err := s.InstallTemplate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CheckTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Version(ctx); err != nil || !strings.HasPrefix(v, "8.") && !strings.HasPrefix(v, "9.") {
+		t.Fatalf("version %q %v", v, err)
+	}
+
+	ts := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
+	e := event.Event{ID: "smoke-1", ClientID: "client-1", Type: "click", Timestamp: ts, IngestedAt: ts.Add(time.Second),
+		Payload: json.RawMessage(`{"a":{"b":[1,2,{"c":"ü"}]},"big":123456789012345678901234567890}`)}
+	created, err := s.Put(ctx, e)
+	if err != nil || !created {
+		t.Fatalf("put: %v %v", created, err)
+	}
+	created, err = s.Put(ctx, e)
+	if err != nil || created {
+		t.Fatalf("second put: created=%v err=%v, want a duplicate", created, err)
+	}
+	got, err := s.Get(ctx, "smoke-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ClientID != "client-1" || got.Type != "click" || !got.Timestamp.Equal(ts.Truncate(time.Microsecond)) {
+		t.Fatalf("got %+v", got)
+	}
+	if string(got.Payload) != string(e.Payload) {
+		t.Fatalf("payload %s, want %s", got.Payload, e.Payload)
+	}
+	if _, err := s.Get(ctx, "nope"); !errors.Is(err, event.ErrNotFound) {
+		t.Fatalf("get missing: %v", err)
+	}
+
+	// The live index was created from the template: it has the mapping and the alias.
+	index := s.IndexFor(ts)
+	res, err := http.Get(cfg.URLs[0] + "/" + index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	var live map[string]struct {
+		Aliases  map[string]any `json:"aliases"`
+		Mappings struct {
+			Properties map[string]map[string]any `json:"properties"`
+		} `json:"mappings"`
+		Settings struct {
+			Index map[string]any `json:"index"`
+		} `json:"settings"`
+	}
+	if err := json.Unmarshal(b, &live); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	li := live[index]
+	if _, ok := li.Aliases[cfg.IndexPrefix]; !ok {
+		t.Errorf("index %s lacks alias %s: %s", index, cfg.IndexPrefix, b)
+	}
+	if li.Mappings.Properties["payload"]["type"] != "flattened" || li.Mappings.Properties["@timestamp"]["type"] != "date_nanos" {
+		t.Errorf("live mapping: %s", b)
+	}
+	if li.Settings.Index["refresh_interval"] != "1000ms" {
+		t.Errorf("live refresh_interval: %v", li.Settings.Index["refresh_interval"])
+	}
+
+	// Strict mapping: a document with an unknown field is refused by Elasticsearch itself.
+	req, _ := http.NewRequest(http.MethodPut, cfg.URLs[0]+"/"+index+"/_create/x?refresh=true", strings.NewReader(`{"id":"x","clientId":"c","@timestamp":"2026-05-06T00:00:00Z","ingestedAt":"2026-05-06T00:00:00Z","extra":1}`))
+	req.Header.Set("Content-Type", "application/json")
+	r2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusBadRequest {
+		t.Errorf("unknown field: status %d, want 400 from the strict mapping", r2.StatusCode)
+	}
+}
+
+func TestUnreachableIsUnavailable(t *testing.T) {
+	cfg := testenv.DefaultES("http://127.0.0.1:1")
+	cfg.MaxRetries = 0
+	s, _ := esstore.New(cfg, nil)
+	err := s.Ping(testenv.Context(t, 10*time.Second))
+	if !errors.Is(err, event.ErrUnavailable) {
+		t.Fatalf("ping unreachable: %v", err)
+	}
+}
