@@ -1,0 +1,198 @@
+// Package app is the lifecycle every Spillway binary shares: load configuration, build the
+// logger, run until SIGINT/SIGTERM, and shut down in order — fail readiness, stop accepting,
+// drain, close. Mains stay thin: they call Main with their role's run function.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+
+	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/httpx"
+)
+
+// Exit statuses.
+const (
+	ExitOK     = 0
+	ExitFailed = 1
+	ExitUsage  = 2 // invalid configuration or arguments
+)
+
+// RunFunc is a binary's body: it runs until ctx ends and returns after a clean shutdown.
+type RunFunc func(ctx context.Context, cfg *config.Config, args []string, logger *slog.Logger) error
+
+// UsageError marks bad arguments; Main exits with ExitUsage.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Main loads the configuration of role from args and the environment, and calls run with a
+// context cancelled on SIGINT or SIGTERM. fs may hold the binary's own flags. It returns the
+// process exit status.
+func Main(role config.Role, fs *pflag.FlagSet, args []string, run RunFunc) int {
+	if fs == nil {
+		fs = pflag.NewFlagSet(string(role), pflag.ContinueOnError)
+	}
+	fs.SortFlags = true
+	cfg, rest, err := config.Load(role, fs, args, nil)
+	if errors.Is(err, pflag.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "spillway %s: %v\n", role, err)
+		return ExitUsage
+	}
+	logger := NewLogger(os.Stderr, cfg.Log).With("service", string(role))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, rest, logger); err != nil {
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(os.Stderr, "spillway %s: %v\n", role, err)
+			return ExitUsage
+		}
+		logger.Error("exiting", "err", err)
+		return ExitFailed
+	}
+	return ExitOK
+}
+
+// NewLogger builds the process's one slog.Logger.
+func NewLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(strings.ToUpper(c.Level)))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// Service is what Serve needs to run one HTTP service.
+type Service struct {
+	Name     string // "ingest", "search", "archiver": the service label on HTTP metrics
+	Logger   *slog.Logger
+	HTTP     config.HTTP
+	Router   *mux.Router // the API; Serve adds /healthz, /readyz and the admin routes
+	Registry *prometheus.Registry
+	Health   *httpx.Health
+	// Drain runs after the listener has stopped accepting and in-flight requests have finished
+	// (or the grace period ran out): flush buffers, answer waiters. It gets what is left of the grace.
+	Drain func(ctx context.Context) error
+	// Ready is closed once the listeners are open (tests use it); may be nil.
+	Ready chan<- net.Addr
+}
+
+// Serve runs the service until ctx ends, then shuts down in order: /readyz fails, listeners
+// stop accepting and in-flight requests finish, Drain runs; all within HTTP.ShutdownGrace.
+func Serve(ctx context.Context, s Service) error {
+	metrics := httpx.NewMetrics(s.Registry, s.Name)
+	s.Router.Use(httpx.WithRequestID, metrics.Middleware, httpx.Recover(s.Logger), httpx.RejectWhenDraining(s.Health))
+	httpx.MountHealth(s.Router, s.Health)
+	var admin *mux.Router
+	if s.HTTP.AdminAddr != "" {
+		admin = httpx.NewRouter()
+		httpx.MountHealth(admin, s.Health)
+		httpx.MountAdmin(admin, s.Registry, true)
+	} else {
+		httpx.MountAdmin(s.Router, s.Registry, false)
+	}
+	limits := httpx.Limits{
+		ReadHeaderTimeout: s.HTTP.ReadHeaderTimeout, ReadTimeout: s.HTTP.ReadTimeout,
+		WriteTimeout: s.HTTP.WriteTimeout, IdleTimeout: s.HTTP.IdleTimeout,
+		MaxHeaderBytes: int(s.HTTP.MaxHeaderBytes), MaxConnections: s.HTTP.MaxConnections,
+	}
+	ln, err := httpx.Listen(s.HTTP.Addr, s.HTTP.MaxConnections)
+	if err != nil {
+		return err
+	}
+	srv := httpx.NewServer(s.Router, limits, s.Logger)
+	var adminLn net.Listener
+	var adminSrv *http.Server
+	if admin != nil {
+		if adminLn, err = httpx.Listen(s.HTTP.AdminAddr, 64); err != nil {
+			ln.Close()
+			return err
+		}
+		adminSrv = httpx.NewServer(admin, limits, s.Logger)
+	}
+	s.Logger.Info("listening", "addr", ln.Addr().String(), "admin_addr", s.HTTP.AdminAddr)
+	if s.Ready != nil {
+		s.Ready <- ln.Addr()
+	}
+
+	// Serving stops when ctx ends; shutdown gets its own deadline so that it can finish.
+	serveCtx, cancelServe := context.WithCancel(context.Background())
+	defer cancelServe()
+	errc := make(chan error, 2)
+	go func() { errc <- httpx.Serve(serveCtx, srv, ln, s.HTTP.ShutdownGrace) }()
+	if adminSrv != nil {
+		go func() { errc <- httpx.Serve(serveCtx, adminSrv, adminLn, s.HTTP.ShutdownGrace) }()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+
+	start := time.Now()
+	deadline := start.Add(s.HTTP.ShutdownGrace)
+	s.Logger.Info("shutting down", "grace", s.HTTP.ShutdownGrace.String())
+	s.Health.SetDraining()
+	cancelServe() // stop accepting; requests in flight finish (bounded by the grace)
+	waitFor := 1
+	if adminSrv != nil {
+		waitFor = 2
+	}
+	if runErr != nil {
+		waitFor--
+	}
+	for i := 0; i < waitFor; i++ {
+		if err := <-errc; err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	if s.Drain != nil {
+		dctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := s.Drain(dctx)
+		cancel()
+		if err != nil && runErr == nil {
+			runErr = fmt.Errorf("drain: %w", err)
+		}
+	}
+	s.Logger.Info("stopped", "took", time.Since(start).String())
+	return runErr
+}
+
+// Retry calls f until it succeeds or ctx ends, backing off exponentially from 100 ms up to max.
+// It logs each failure once per attempt at warn level with what.
+func Retry(ctx context.Context, logger *slog.Logger, what string, max time.Duration, f func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := f(ctx)
+		if err == nil {
+			return nil
+		}
+		logger.Warn(what+" failed; retrying", "err", err, "backoff", backoff.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, max)
+	}
+}
