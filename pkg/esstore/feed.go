@@ -1,0 +1,153 @@
+package esstore
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/spillway/spillway/pkg/event"
+)
+
+// The feed reads event indices shard by shard in _seq_no order. Elasticsearch numbers every
+// operation on a shard with a sequence number; every operation at or below the shard's global
+// checkpoint has been processed by every in-sync copy, so after a refresh that starts later it
+// is visible, and no operation at or below it can appear afterwards. Reading (position, global
+// checkpoint] after a refresh therefore misses nothing, however late an event's bulk request
+// was retried or however skewed the ingest servers' clocks are. The archiver and the live
+// stream both follow Elasticsearch this way.
+
+// Shard is one shard of one event index and its sequence-number checkpoints.
+type Shard struct {
+	Index     string
+	IndexUUID string // an index deleted and recreated under one name gets a new UUID
+	Shard     int
+	// GlobalCheckpoint: every operation with _seq_no ≤ it is durable on all in-sync copies.
+	GlobalCheckpoint int64
+	MaxSeqNo         int64
+}
+
+// Shards lists every shard of the event indices with its checkpoints, read from the primary
+// copy, sorted by index name and shard number.
+func (s *Store) Shards(ctx context.Context) ([]Shard, error) {
+	res, err := s.es.Indices.Stats(
+		s.es.Indices.Stats.WithIndex(s.Pattern()),
+		s.es.Indices.Stats.WithMetric("docs"),
+		s.es.Indices.Stats.WithLevel("shards"),
+		s.es.Indices.Stats.WithFilterPath("indices.*.uuid", "indices.*.shards.*.routing.primary", "indices.*.shards.*.seq_no"),
+		s.es.Indices.Stats.WithContext(ctx),
+	)
+	var out struct {
+		Indices map[string]struct {
+			UUID   string `json:"uuid"`
+			Shards map[string][]struct {
+				Routing struct {
+					Primary bool `json:"primary"`
+				} `json:"routing"`
+				SeqNo struct {
+					MaxSeqNo         int64 `json:"max_seq_no"`
+					GlobalCheckpoint int64 `json:"global_checkpoint"`
+				} `json:"seq_no"`
+			} `json:"shards"`
+		} `json:"indices"`
+	}
+	if err := decode(res, err, "shard stats", &out); err != nil {
+		return nil, err
+	}
+	var shards []Shard
+	for name, idx := range out.Indices {
+		for num, copies := range idx.Shards {
+			n, err := strconv.Atoi(num)
+			if err != nil {
+				return nil, fmt.Errorf("shard stats: shard %q of %s", num, name)
+			}
+			for _, c := range copies {
+				if !c.Routing.Primary {
+					continue
+				}
+				shards = append(shards, Shard{Index: name, IndexUUID: idx.UUID, Shard: n,
+					GlobalCheckpoint: c.SeqNo.GlobalCheckpoint, MaxSeqNo: c.SeqNo.MaxSeqNo})
+			}
+		}
+	}
+	sort.Slice(shards, func(i, j int) bool {
+		if shards[i].Index != shards[j].Index {
+			return shards[i].Index < shards[j].Index
+		}
+		return shards[i].Shard < shards[j].Shard
+	})
+	return shards, nil
+}
+
+// RefreshIndices refreshes the named indices (all event indices when none are named).
+// Call it after Shards and before ReadShard so the checkpoints' operations are visible.
+func (s *Store) RefreshIndices(ctx context.Context, indices ...string) error {
+	if len(indices) == 0 {
+		return s.Refresh(ctx)
+	}
+	res, err := s.es.Indices.Refresh(s.es.Indices.Refresh.WithIndex(indices...),
+		s.es.Indices.Refresh.WithIgnoreUnavailable(true), s.es.Indices.Refresh.WithContext(ctx))
+	return check(res, err, "refresh")
+}
+
+// FeedQuery selects operations of one shard by sequence number.
+type FeedQuery struct {
+	Index string
+	Shard int
+	After int64 // exclusive; -1 reads from the start
+	UpTo  int64 // inclusive; normally the global checkpoint read before the refresh
+	Size  int
+	// Optional filters (structured term/range filters; nothing is parsed as query syntax).
+	ClientIDs    []string
+	Types        []string
+	IngestedFrom time.Time // inclusive, zero for none
+}
+
+// FeedDoc is a document with its shard sequence number.
+type FeedDoc struct {
+	SeqNo int64
+	Doc   Doc
+}
+
+// Event converts the document.
+func (d FeedDoc) Event() event.Event { return d.Doc.Event() }
+
+// ReadShard returns up to q.Size documents of the shard with After < _seq_no ≤ UpTo, in
+// _seq_no order.
+func (s *Store) ReadShard(ctx context.Context, q FeedQuery) ([]FeedDoc, error) {
+	if q.UpTo <= q.After {
+		return nil, nil
+	}
+	filter := []any{
+		map[string]any{"range": map[string]any{"_seq_no": map[string]any{"gt": q.After, "lte": q.UpTo}}},
+	}
+	if len(q.ClientIDs) > 0 {
+		filter = append(filter, map[string]any{"terms": map[string]any{"clientId": q.ClientIDs}})
+	}
+	if len(q.Types) > 0 {
+		filter = append(filter, map[string]any{"terms": map[string]any{"type": q.Types}})
+	}
+	if !q.IngestedFrom.IsZero() {
+		filter = append(filter, map[string]any{"range": map[string]any{"ingestedAt": map[string]any{
+			"gte": event.Truncate(q.IngestedFrom).Format(event.TimeFormat)}}})
+	}
+	body := map[string]any{
+		"size":                q.Size,
+		"seq_no_primary_term": true,
+		"track_total_hits":    false,
+		"query":               map[string]any{"bool": map[string]any{"filter": filter}},
+		"sort":                []any{map[string]any{"_seq_no": "asc"}},
+	}
+	var out searchResponse
+	err := s.search(ctx, q.Index, body, &out,
+		s.es.Search.WithPreference("_shards:"+strconv.Itoa(q.Shard)))
+	if err != nil {
+		return nil, err
+	}
+	docs := make([]FeedDoc, 0, len(out.Hits.Hits))
+	for _, h := range out.Hits.Hits {
+		docs = append(docs, FeedDoc{SeqNo: h.SeqNo, Doc: h.Source})
+	}
+	return docs, nil
+}
