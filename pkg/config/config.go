@@ -31,6 +31,16 @@ type Config struct {
 	Search        Search        `mapstructure:"search"`
 	Archiver      Archiver      `mapstructure:"archiver"`
 	Auth          Auth          `mapstructure:"auth"`
+	RateLimit     RateLimit     `mapstructure:"ratelimit"`
+}
+
+// RateLimit configures per-principal token buckets: per API key, or per clientId (ingest) and
+// per client address (search) when the service runs without keys. 0 disables a limit.
+type RateLimit struct {
+	IngestEventsPerSecond   float64 `mapstructure:"ingest_events_per_second"`
+	IngestBurst             int     `mapstructure:"ingest_burst"`
+	SearchRequestsPerSecond float64 `mapstructure:"search_requests_per_second"`
+	SearchBurst             int     `mapstructure:"search_burst"`
 }
 
 // Log configures the JSON logger.
@@ -270,6 +280,17 @@ func (c *Config) Validate() error {
 	positiveDur(bad, "archiver.verify_bucket", a.VerifyBucket)
 	if a.VerifyInterval < 0 || a.VerifyWindow < 0 || a.RetentionAfter < 0 {
 		bad("archiver", "verify_interval, verify_window and retention_after must not be negative")
+	}
+
+	rl := c.RateLimit
+	if rl.IngestEventsPerSecond < 0 || rl.SearchRequestsPerSecond < 0 {
+		bad("ratelimit", "rates must not be negative")
+	}
+	if rl.IngestEventsPerSecond > 0 && rl.IngestBurst < c.Ingest.MaxEvents {
+		bad("ratelimit.ingest_burst", "must be at least ingest.max_events, or a full request could never pass")
+	}
+	if rl.SearchRequestsPerSecond > 0 && rl.SearchBurst < 1 {
+		bad("ratelimit.search_burst", "must be at least 1")
 	}
 
 	if len(errs) > 0 {

@@ -96,6 +96,11 @@ func defaults(role Role) map[string]any {
 		"auth.keys_file":        "",
 		"auth.keys":             "",
 		"auth.insecure_no_auth": false,
+
+		"ratelimit.ingest_events_per_second":   20000.0,
+		"ratelimit.ingest_burst":               40000,
+		"ratelimit.search_requests_per_second": 200.0,
+		"ratelimit.search_burst":               400,
 	}
 }
 
