@@ -1,0 +1,130 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 1000; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	p := Summarize(d)
+	if p.N != 1000 || p.P50 != 500 || p.P90 != 900 || p.P99 != 990 || p.P999 != 999 || p.Max != 1000 {
+		t.Fatalf("%+v", p)
+	}
+	if (Summarize(nil) != Percentiles{}) {
+		t.Fatal("empty sample")
+	}
+}
+
+// fakeIngest records the bodies it receives and answers like ingest does.
+type fakeIngest struct {
+	mu     sync.Mutex
+	events int
+	ids    map[string]bool
+	delay  time.Duration
+	status int
+}
+
+func (f *fakeIngest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	var evs []map[string]any
+	if strings.HasPrefix(string(b), "[") {
+		_ = json.Unmarshal(b, &evs)
+	} else {
+		var e map[string]any
+		_ = json.Unmarshal(b, &e)
+		evs = append(evs, e)
+	}
+	time.Sleep(f.delay)
+	f.mu.Lock()
+	for _, e := range evs {
+		f.ids[e["id"].(string)] = true
+		if e["clientId"] == nil || e["payload"] == nil {
+			panic("incomplete event")
+		}
+	}
+	f.events += len(evs)
+	f.mu.Unlock()
+	w.WriteHeader(f.status)
+}
+
+func TestClosedLoopCountsAndRecordsAcks(t *testing.T) {
+	f := &fakeIngest{ids: map[string]bool{}, status: 201}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	var acked strings.Builder
+	var mu sync.Mutex
+	res, err := Run(context.Background(), Config{IngestURL: srv.URL, Duration: 300 * time.Millisecond, Concurrency: 4,
+		EventsPerRequest: 10, EventSize: 512, Clients: 3, AckedIDs: writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return acked.Write(p) })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Fields(acked.String())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if res.Events == 0 || int(res.Events) != len(lines) || res.Status["201"] != int(res.Requests) {
+		t.Fatalf("result %+v, %d acked lines", res, len(lines))
+	}
+	for _, id := range lines {
+		if !f.ids[id] {
+			t.Fatalf("acked id %s never reached the server", id)
+		}
+	}
+	if int(res.Events) > f.events {
+		t.Fatalf("counted %d events, server saw %d", res.Events, f.events)
+	}
+}
+
+func TestOpenLoopMeasuresFromIntendedTime(t *testing.T) {
+	// One slot in flight and a server that takes 50 ms: requests at 100/s queue behind each
+	// other, and their latency must include the queueing, growing far beyond 50 ms.
+	f := &fakeIngest{ids: map[string]bool{}, status: 201, delay: 50 * time.Millisecond}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{IngestURL: srv.URL, Duration: 600 * time.Millisecond, Rate: 100, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mode != "open-loop" || res.Requests < 3 {
+		t.Fatalf("%+v", res)
+	}
+	// The k-th request waited for k-1 predecessors: the maximum is several service times.
+	if res.Latency.Max < 3*50 {
+		t.Fatalf("max latency %.1f ms hides the queueing (coordinated omission)", res.Latency.Max)
+	}
+}
+
+func TestErrorsAreCountedByStatus(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if n.Add(1)%2 == 0 {
+			w.WriteHeader(429)
+			return
+		}
+		w.WriteHeader(201)
+	}))
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{IngestURL: srv.URL, Duration: 200 * time.Millisecond, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status["429"] == 0 || res.Status["201"] == 0 || res.Events != int64(res.Status["201"]) {
+		t.Fatalf("%+v", res)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
