@@ -1,8 +1,13 @@
-// Command loadgen drives the ingest (and search) API with a configurable load and prints what
-// clients saw: events/s, latency percentiles, statuses, visibility and search latency.
+// Command loadgen is the benchmark tooling. Its default command drives the ingest (and search)
+// API with a configurable load and prints what clients saw: events/s, latency percentiles,
+// statuses, visibility and search latency. The other commands are the baselines and the
+// network-latency proxy measured beside Spillway in one run.
 //
-//	loadgen --ingest http://127.0.0.1:8080 --duration 30s --rate 2000 --events-per-request 1 --event-size 5120
-//	loadgen --ingest http://127.0.0.1:8080 --duration 30s --concurrency 200          # closed loop, max throughput
+//	loadgen run --ingest http://127.0.0.1:8080 --duration 30s --rate 2000 --event-size 5120   # open loop
+//	loadgen run --ingest http://127.0.0.1:8080 --duration 30s --concurrency 200               # closed loop
+//	loadgen raw-es --es http://127.0.0.1:9200 --prefix bench --bulk-size 1000 --concurrency 4
+//	loadgen naive-server --listen 127.0.0.1:8090 --pg postgres://... --pool 10
+//	loadgen proxy --listen 127.0.0.1:15432 --target 127.0.0.1:5432 --rtt 5ms
 package main
 
 import (
@@ -21,7 +26,25 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "run":
+		err = run(args)
+	case "raw-es":
+		err = rawES(args)
+	case "naive-server":
+		err = naiveServer(args)
+	case "proxy":
+		err = proxy(args)
+	default:
+		err = fmt.Errorf("unknown command %q (run, raw-es, naive-server, proxy)", cmd)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}

@@ -1,0 +1,89 @@
+package bench_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway/spillway/pkg/bench"
+	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/pgstore"
+	"github.com/spillway/spillway/pkg/testenv"
+)
+
+func TestNaiveHandlerInsertsEachEvent(t *testing.T) {
+	cfg := testenv.PG(t)
+	ctx := testenv.Context(t, time.Minute)
+	db, err := pgstore.Open(ctx, cfg, pgstore.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(bench.NaiveHandler(db, 5*time.Second))
+	defer srv.Close()
+	for _, tc := range []struct {
+		body   string
+		status int
+	}{
+		{`{"id":"n1","clientId":"c1","payload":{"a":1}}`, 201},
+		{`{"clientId":"c1"}`, 201},
+		{`{"id":"n2"}`, 400},
+		{`not json`, 400},
+	} {
+		res, err := http.Post(srv.URL+"/api/v1/events", "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tc.status {
+			t.Errorf("%s: %d, want %d", tc.body, res.StatusCode, tc.status)
+		}
+	}
+	e, err := db.GetEvent(ctx, "n1")
+	if err != nil || e.ClientID != "c1" {
+		t.Fatalf("n1: %+v %v", e, err)
+	}
+}
+
+func TestRawBulkWritesTemplatedDocuments(t *testing.T) {
+	cfg := testenv.ES(t)
+	ctx := testenv.Context(t, time.Minute)
+	s, err := esstore.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InstallTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bench.RawBulk(context.Background(), bench.RawBulkConfig{ESURL: cfg.URLs[0], IndexPrefix: cfg.IndexPrefix,
+		Duration: 300 * time.Millisecond, BulkSize: 50, Concurrency: 2, EventSize: 512, Clients: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every document passed the strict mapping (no failed items) and is really there.
+	if res.Docs == 0 || res.FailedItems != 0 || res.FailedRequests != 0 {
+		t.Fatalf("%+v", res)
+	}
+	if err := s.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, cfg.URLs[0]+"/"+cfg.IndexPrefix+"/_count", nil)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var out struct {
+		Count int64 `json:"count"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&out); err != nil || out.Count != res.Docs {
+		t.Fatalf("count %d, raw bulk reported %d (%v)", out.Count, res.Docs, err)
+	}
+}
