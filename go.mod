@@ -1,5 +1,8 @@
 module github.com/spillway/spillway
 
+// +heroku goVersion go1.26
+// +heroku install ./cmd/...
+
 go 1.26.8
 
 require (

@@ -12,6 +12,7 @@ eval "$(scripts/services.sh env)"
 command -v go >/dev/null || { echo "test.sh: Go is required (https://go.dev/dl)" >&2; exit 1; }
 echo "[test] $(go version)"
 go vet ./...
+scripts/compose-check.sh
 pkgs=./...
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then pkgs="$1"; shift; fi
 go test -race -count=1 -timeout 30m "$@" $pkgs
