@@ -16,6 +16,7 @@ type PoolStats interface {
 // Metrics are the archiver's Prometheus metrics (spillway_archiver_*).
 type Metrics struct {
 	rows        *prometheus.CounterVec
+	docsRead    prometheus.Counter
 	batches     *prometheus.CounterVec
 	batchTime   prometheus.Histogram
 	copyBytes   prometheus.Counter
@@ -38,6 +39,10 @@ func NewMetrics(reg prometheus.Registerer, pool PoolStats) *Metrics {
 			Name: "spillway_archiver_rows_archived_total",
 			Help: "Rows inserted into PostgreSQL, by origin: feed (the continuous archiver), repair (verify --repair), backfill.",
 		}, []string{"origin"}),
+		docsRead: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_archiver_documents_read_total",
+			Help: "Documents read from the sequence-number feed (more than rows archived only when work is redone).",
+		}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_archiver_batches_total",
 			Help: "Batch transactions by result: ok, conflict (checkpoint moved by another process: nothing written), error.",
@@ -72,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer, pool PoolStats) *Metrics {
 	for _, k := range []string{"missing", "extra"} {
 		m.mismatches.WithLabelValues(k)
 	}
-	m.collectors = []prometheus.Collector{m.rows, m.batches, m.batchTime, m.copyBytes, m.mismatches, m.verifyRuns, m.errors, m.leader,
+	m.collectors = []prometheus.Collector{m.rows, m.docsRead, m.batches, m.batchTime, m.copyBytes, m.mismatches, m.verifyRuns, m.errors, m.leader,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "spillway_archiver_lag_seconds",
 			Help: "Age (by ingestedAt) of the oldest indexed event not yet archived; 0 when caught up. Exported by the leader.",

@@ -244,6 +244,7 @@ func (a *Archiver) drain(ctx context.Context, lease Lease, sh esstore.Shard, fro
 		if p.err != nil {
 			return pos, fmt.Errorf("read %s[%d] after %d: %w", sh.Index, sh.Shard, p.from, p.err)
 		}
+		a.metrics.docsRead.Add(float64(len(p.docs)))
 		rows, err := toRows(p.docs)
 		if err != nil {
 			return pos, fmt.Errorf("read %s[%d] after %d: %w", sh.Index, sh.Shard, p.from, err)
