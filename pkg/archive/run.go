@@ -122,6 +122,7 @@ func (a *Archiver) lead(ctx context.Context, lease Lease) error {
 			// it cannot otherwise see): nothing of ours was written. Re-read and go on.
 			a.metrics.batches.WithLabelValues("conflict").Inc()
 			a.logger.Warn("checkpoint moved under us; re-reading", "err", err)
+			a.sleep(ctx, a.cfg.PollInterval)
 			continue
 		case err != nil:
 			if ctx.Err() != nil {
