@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
@@ -285,25 +284,4 @@ func (s *Store) ScanRange(ctx context.Context, r Range, size int, fn func([]Doc)
 			return nil
 		}
 	}
-}
-
-// IndicesFor returns the names of the shards' indices whose day overlaps r (an index holds
-// the events of one UTC day of @timestamp), sorted.
-func (s *Store) IndicesFor(shards []Shard, r Range) []string {
-	seen := map[string]bool{}
-	for _, sh := range shards {
-		day, ok := s.DayOf(sh.Index)
-		if !ok || seen[sh.Index] {
-			continue
-		}
-		if day.Before(r.To) && day.Add(24*time.Hour).After(r.From) {
-			seen[sh.Index] = true
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for name := range seen {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
 }

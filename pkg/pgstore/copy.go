@@ -60,6 +60,7 @@ type CheckpointMovedError struct {
 	Want, Got int64
 }
 
+// Error describes where the checkpoint was found.
 func (e *CheckpointMovedError) Error() string {
 	return fmt.Sprintf("checkpoint of %s/%d is %d, batch started at %d: %v", e.IndexUUID, e.Shard, e.Got, e.Want, ErrCheckpointMoved)
 }
