@@ -140,8 +140,10 @@ func (s *Store) ReadShard(ctx context.Context, q FeedQuery) ([]FeedDoc, error) {
 		"sort":                []any{map[string]any{"_seq_no": "asc"}},
 	}
 	var out searchResponse
-	err := s.search(ctx, q.Index, body, &out,
-		s.es.Search.WithPreference("_shards:"+strconv.Itoa(q.Shard)))
+	// Strict: an index that vanished or closed, or a shard that did not answer, must be an
+	// error, not an empty page — an empty page moves the archiver's checkpoint to UpTo.
+	err := s.search(ctx, q.Index, body, &out, append(s.strict(),
+		s.es.Search.WithPreference("_shards:"+strconv.Itoa(q.Shard)))...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+// archiverBinary builds the command once per test run (go build, into a temporary directory).
+func archiverBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "spillway-archiver-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "archiver")
+		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binary != "" {
+		_ = os.RemoveAll(filepath.Dir(binary))
+	}
+	os.Exit(code)
+}
+
+// env configures the binary for the test's prefix and schema, and nothing else of the caller's.
+func env(esCfg config.Elasticsearch, pgCfg config.Postgres, extra ...string) []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SPILLWAY_") && !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "ELASTICSEARCH_URL=") && !strings.HasPrefix(kv, "PORT=") {
+			out = append(out, kv)
+		}
+	}
+	out = append(out,
+		"SPILLWAY_ELASTICSEARCH_URLS="+strings.Join(esCfg.URLs, ","),
+		"SPILLWAY_ELASTICSEARCH_INDEX_PREFIX="+esCfg.IndexPrefix,
+		fmt.Sprintf("SPILLWAY_ELASTICSEARCH_SHARDS=%d", esCfg.Shards),
+		"SPILLWAY_POSTGRES_URL="+pgCfg.URL.Value(),
+		"SPILLWAY_POSTGRES_SCHEMA="+pgCfg.Schema,
+		"SPILLWAY_HTTP_ADDR=127.0.0.1:0",
+		"SPILLWAY_ARCHIVER_POLL_INTERVAL=10ms",
+		"SPILLWAY_ARCHIVER_BACKOFF_MAX=200ms",
+		"SPILLWAY_ARCHIVER_BATCH_SIZE=20",
+	)
+	return append(out, extra...)
+}
+
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+}
+
+func startProc(t *testing.T, environ []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(archiverBinary(t), args...), stderr: &syncBuffer{}}
+	p.cmd.Env = environ
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			_ = p.cmd.Process.Kill()
+			_ = p.cmd.Wait()
+		}
+	})
+	return p
+}
+
+// runCmd runs one command to completion and returns its exit status and output.
+func runCmd(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(archiverBinary(t), args...)
+	cmd.Env = environ
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String(), errOut.String()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, out.String(), errOut.String()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Exactly once across kill -9: the archiver is killed at random moments while events are being
+// indexed, restarted each time, and finally left to catch up. PostgreSQL must then hold
+// exactly Elasticsearch's ids, and every checkpoint's row count must equal its shard's
+// documents (a range skipped or counted twice would show there).
+func TestKill9ExactlyOnce(t *testing.T) {
+	esCfg := testenv.ES(t)
+	esCfg.Shards = 2
+	pgCfg := testenv.PG(t)
+	es, pg := archivetest.Stores(t, esCfg, pgCfg, "spillway-test")
+	environ := env(esCfg, pgCfg)
+	w := archivetest.StartWriter(es, "k9", 3)
+	kills := 5
+	if !testenv.Short() {
+		kills = 25
+	}
+	var progress []int
+	var logs strings.Builder
+	for i := 0; i < kills; i++ {
+		p := startProc(t, environ)
+		time.Sleep(time.Duration(150+rand.IntN(1200)) * time.Millisecond)
+		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = p.cmd.Wait()
+		logs.WriteString(p.stderr.String())
+		progress = append(progress, len(archivetest.PGIDs(t, pg)))
+	}
+	total := w.Stop(t)
+	t.Logf("rows archived at each kill: %v; events indexed: %d", progress, total)
+	if progress[len(progress)-1] == 0 {
+		t.Fatal("the archiver archived nothing before the kills: they interrupted no work")
+	}
+	final := startProc(t, environ)
+	archivetest.WaitCaughtUp(t, es, pg, 2*time.Minute)
+	if err := final.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := final.cmd.Wait(); err != nil {
+		t.Fatalf("graceful stop: %v\n%s", err, final.stderr.String())
+	}
+	if n := archivetest.CheckExactlyOnce(t, es, pg); int64(n) != total {
+		t.Fatalf("Elasticsearch has %d events, the writer indexed %d", n, total)
+	}
+	// Each process verified the last hour once after its first round, while events kept
+	// arriving and with its predecessors killed mid-batch: no false alarm.
+	logs.WriteString(final.stderr.String())
+	if strings.Contains(logs.String(), "verify found a mismatch") {
+		t.Fatalf("periodic verify reported a mismatch:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `"msg":"verified"`) {
+		t.Fatal("no process ever verified: the check above checked nothing")
+	}
+}
+
+func TestCommands(t *testing.T) {
+	esCfg, pgCfg := testenv.ES(t), testenv.PG(t)
+	es, pg := archivetest.Stores(t, esCfg, pgCfg, "spillway-test")
+	ctx := testenv.Context(t, 2*time.Minute)
+	base := time.Now().UTC().Truncate(time.Hour)
+	evs := archivetest.Events("cmd", 250, 2, base)
+	if err := archivetest.Index(ctx, es, evs); err != nil {
+		t.Fatal(err)
+	}
+	if err := es.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	environ := env(esCfg, pgCfg)
+	from, to := base.Add(-48*time.Hour).Format(time.RFC3339), base.Add(time.Hour).Format(time.RFC3339)
+
+	// Usage errors exit 2.
+	for _, args := range [][]string{{"bogus"}, {"status", "--from", from}, {"verify", "--from", from}, {"backfill", "--from", "yesterday", "--to", to}, {"verify", "a", "b"}} {
+		if code, _, stderr := runCmd(t, environ, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, stderr)
+		}
+	}
+	if code, _, stderr := runCmd(t, env(esCfg, pgCfg, "SPILLWAY_POSTGRES_MAX_CONNS=1"), "run"); code != 2 || !strings.Contains(stderr, "postgres.max_conns") {
+		t.Errorf("run with one connection: exit %d: %s", code, stderr)
+	}
+
+	// Backfill without a terminal logs its progress.
+	code, _, stderr := runCmd(t, environ, "backfill", "--from", from, "--to", to)
+	if code != 0 || !strings.Contains(stderr, `"msg":"backfill finished"`) || !strings.Contains(stderr, `"inserted":250`) {
+		t.Fatalf("backfill: exit %d\n%s", code, stderr)
+	}
+	code, stdout, stderr := runCmd(t, environ, "verify", "--from", from, "--to", to)
+	// Backfilled rows are ahead of the (absent) checkpoints: not a mismatch.
+	if code != 0 || !strings.Contains(stdout, "OK: both stores agree") {
+		t.Fatalf("verify after backfill: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+
+	// Let the feed pass everything (skipping what backfill wrote), then lose two rows behind
+	// its checkpoints: verify exits 1 and names them; --repair closes the gap.
+	p := startProc(t, environ, "run")
+	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("run: %v\n%s", err, p.stderr.String())
+	}
+	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id IN ($1, $2)", evs[10].ID, evs[11].ID); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, _ = runCmd(t, environ, "verify", "--from", from, "--to", to)
+	if code != 1 || !strings.Contains(stdout, "MISMATCH") || !strings.Contains(stdout, evs[10].ID) {
+		t.Fatalf("verify with a gap: exit %d\n%s", code, stdout)
+	}
+	code, stdout, _ = runCmd(t, environ, "verify", "--from", from, "--to", to, "--repair", "--bucket", "30m")
+	if code != 0 || !strings.Contains(stdout, "repaired 2") {
+		t.Fatalf("verify --repair: exit %d\n%s", code, stdout)
+	}
+	if code, stdout, _ = runCmd(t, environ, "verify", "--from", "-72h", "--to", "now"); code != 0 {
+		t.Fatalf("verify after repair: exit %d\n%s", code, stdout)
+	}
+
+	code, stdout, _ = runCmd(t, environ, "status", "--json")
+	var st struct {
+		Prefix         string  `json:"prefix"`
+		RowsArchived   int64   `json:"rows_archived"`
+		RowsBackfilled int64   `json:"rows_backfilled"`
+		RowsRepaired   int64   `json:"rows_repaired"`
+		LagSeconds     float64 `json:"lag_seconds"`
+		Shards         []struct {
+			Checkpoint       int64  `json:"checkpoint"`
+			GlobalCheckpoint *int64 `json:"global_checkpoint"`
+		} `json:"shards"`
+		LastVerify *struct {
+			Missing int64 `json:"missing"`
+		} `json:"last_verify"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil || code != 0 {
+		t.Fatalf("status --json: exit %d, %v\n%s", code, err, stdout)
+	}
+	if st.Prefix != esCfg.IndexPrefix || st.RowsBackfilled != 250 || st.RowsRepaired != 2 || st.RowsArchived != 0 || st.LagSeconds != 0 ||
+		len(st.Shards) != 2 || st.LastVerify == nil || st.LastVerify.Missing != 0 {
+		t.Fatalf("status: %+v\n%s", st, stdout)
+	}
+	for _, s := range st.Shards {
+		if s.GlobalCheckpoint == nil || s.Checkpoint != *s.GlobalCheckpoint {
+			t.Fatalf("shard not caught up: %s", stdout)
+		}
+	}
+	code, stdout, _ = runCmd(t, environ, "status")
+	if code != 0 || !strings.Contains(stdout, "leader") || !strings.Contains(stdout, "250 backfilled") || !strings.Contains(stdout, "CHECKPOINT") {
+		t.Fatalf("status: exit %d\n%s", code, stdout)
+	}
+}
+
+// `run` serves its metrics, health and readiness, and stops cleanly on SIGTERM.
+func TestRunServesMetrics(t *testing.T) {
+	esCfg, pgCfg := testenv.ES(t), testenv.PG(t)
+	es, _ := archivetest.Stores(t, esCfg, pgCfg, "spillway-test")
+	ctx := testenv.Context(t, time.Minute)
+	if err := archivetest.Index(ctx, es, archivetest.Events("m", 30, 1, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	port := testenv.FreePort(t)
+	p := startProc(t, env(esCfg, pgCfg, fmt.Sprintf("SPILLWAY_HTTP_ADDR=127.0.0.1:%d", port)), "run")
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	get := func(path string) (int, string) {
+		res, err := http.Get(base + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, body := get("/metrics")
+		if code == 200 && strings.Contains(body, "spillway_archiver_rows_archived_total{origin=\"feed\"} 30") {
+			for _, name := range []string{"spillway_archiver_batch_duration_seconds_bucket", "spillway_archiver_copy_bytes_total",
+				"spillway_archiver_lag_seconds", "spillway_archiver_verify_mismatches", `spillway_archiver_pool_connections{state="in_use"}`,
+				"spillway_archiver_pool_max_connections 4", "spillway_archiver_leader 1"} {
+				if !strings.Contains(body, name) {
+					t.Errorf("metrics lack %s", name)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics never showed 30 archived rows: %d\n%s\n%s", code, body, p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Fatalf("readyz %d %s", code, body)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.stderr.String())
+	}
+	if !strings.Contains(p.stderr.String(), `"msg":"archiver stopped"`) {
+		t.Fatalf("no clean stop in the log:\n%s", p.stderr.String())
+	}
+}

@@ -1,0 +1,394 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/pgstore"
+)
+
+// Run archives continuously until ctx ends or Stop is called: it applies the schema, takes the
+// lease (or waits for it while another process holds it), and then, every poll interval, copies
+// every shard's documents between its checkpoint and its global checkpoint in pages of
+// BatchSize, each page committed with its checkpoint. Failures of either store are retried with
+// capped exponential backoff; Run returns only when asked to.
+func (a *Archiver) Run(ctx context.Context) error {
+	defer close(a.done)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.mu.Lock()
+	a.hardStop = cancel
+	a.mu.Unlock()
+
+	bo := a.newBackoff()
+	for !a.stopping() {
+		err := a.pg.Migrate(ctx)
+		if err == nil {
+			break
+		}
+		a.fail(ctx, "migrate", err)
+		if !a.sleep(ctx, bo.next()) {
+			return nil
+		}
+	}
+	a.logger.Info("archiver running", "lease", a.lease, "batch_size", a.cfg.BatchSize, "poll_interval", a.cfg.PollInterval.String())
+	standby := false
+	for !a.stopping() && ctx.Err() == nil {
+		lease, err := a.pg.Lead(ctx, a.lease)
+		if errors.Is(err, pgstore.ErrNotLeader) {
+			if !standby {
+				a.logger.Info("standing by: another archiver holds the lease", "lease", a.lease)
+				standby = true
+			}
+			a.sleep(ctx, a.cfg.PollInterval)
+			continue
+		}
+		if err != nil {
+			a.fail(ctx, "lead", err)
+			a.sleep(ctx, bo.next())
+			continue
+		}
+		standby = false
+		bo.reset()
+		a.logger.Info("leading", "lease", a.lease)
+		a.metrics.leader.Set(1)
+		err = a.lead(ctx, lease)
+		lease.Release()
+		a.metrics.leader.Set(0)
+		if err != nil && ctx.Err() == nil {
+			a.logger.Warn("lost the lease", "err", err)
+			a.sleep(ctx, bo.next())
+		}
+	}
+	a.logger.Info("archiver stopped")
+	return nil
+}
+
+// Stop asks Run to finish the batch in progress and return, and waits for it until ctx ends;
+// then it cancels Run's context (the open transaction rolls back: nothing is lost) and returns
+// ctx's error.
+func (a *Archiver) Stop(ctx context.Context) error {
+	a.stopOnce.Do(func() { close(a.stop) })
+	select {
+	case <-a.done:
+		return nil
+	case <-ctx.Done():
+	}
+	a.mu.Lock()
+	if a.hardStop != nil {
+		a.hardStop()
+	}
+	a.mu.Unlock()
+	return ctx.Err()
+}
+
+func (a *Archiver) stopping() bool {
+	select {
+	case <-a.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits d unless ctx ends or Stop is called; it reports whether the full time passed.
+func (a *Archiver) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+	case <-a.stop:
+	}
+	return false
+}
+
+// lead archives while the lease is held. It returns nil when stopped, or the error that ended
+// the lease.
+func (a *Archiver) lead(ctx context.Context, lease Lease) error {
+	bo := a.newBackoff()
+	var lastVerify time.Time
+	for !a.stopping() && ctx.Err() == nil {
+		start := time.Now()
+		err := a.round(ctx, lease)
+		switch {
+		case errors.Is(err, pgstore.ErrCheckpointMoved):
+			// Another writer committed this range (an operator, or a second process in a split
+			// it cannot otherwise see): nothing of ours was written. Re-read and go on.
+			a.metrics.batches.WithLabelValues("conflict").Inc()
+			a.logger.Warn("checkpoint moved under us; re-reading", "err", err)
+			a.sleep(ctx, a.cfg.PollInterval)
+			continue
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil
+			}
+			a.fail(ctx, "archive", err)
+			if aerr := lease.Alive(ctx); aerr != nil {
+				return fmt.Errorf("%w (lease: %v)", err, aerr)
+			}
+			a.sleep(ctx, bo.next())
+			continue
+		}
+		bo.reset()
+		if a.cfg.VerifyInterval > 0 && a.cfg.VerifyWindow > 0 && time.Since(lastVerify) >= a.cfg.VerifyInterval {
+			lastVerify = time.Now()
+			a.periodicVerify(ctx)
+		}
+		a.sleep(ctx, a.cfg.PollInterval-time.Since(start))
+	}
+	return nil
+}
+
+type shardKey struct {
+	uuid  string
+	shard int
+}
+
+// round archives every shard up to the global checkpoint it had when the round began.
+func (a *Archiver) round(ctx context.Context, lease Lease) error {
+	shards, err := a.es.Shards(ctx)
+	if err != nil {
+		return err
+	}
+	cps, err := lease.Checkpoints(ctx)
+	if err != nil {
+		return err
+	}
+	pos := make(map[shardKey]int64, len(cps))
+	for _, c := range cps {
+		pos[shardKey{c.IndexUUID, c.Shard}] = c.SeqNo
+	}
+	at := func(sh esstore.Shard) int64 {
+		if p, ok := pos[shardKey{sh.IndexUUID, sh.Shard}]; ok {
+			return p
+		}
+		return -1
+	}
+	var work []esstore.Shard
+	var indices []string
+	for _, sh := range shards {
+		if sh.GlobalCheckpoint > at(sh) {
+			if len(work) == 0 || work[len(work)-1].Index != sh.Index {
+				indices = append(indices, sh.Index)
+			}
+			work = append(work, sh)
+		}
+	}
+	if len(work) > 0 {
+		// The refresh must start after the global checkpoints were read: then every operation
+		// at or below them is visible to the reads that follow.
+		if err := a.es.RefreshIndices(ctx, indices...); err != nil {
+			return err
+		}
+		for _, sh := range work {
+			if a.stopping() {
+				break
+			}
+			to, err := a.drain(ctx, lease, sh, at(sh))
+			pos[shardKey{sh.IndexUUID, sh.Shard}] = to
+			if err != nil {
+				return err
+			}
+		}
+	}
+	a.measureLag(ctx, shards, at)
+	return nil
+}
+
+// drain copies one shard from after `from` up to its global checkpoint, reading the next page
+// while the previous one commits. It returns the position reached.
+func (a *Archiver) drain(ctx context.Context, lease Lease, sh esstore.Shard, from int64) (int64, error) {
+	type page struct {
+		docs     []esstore.FeedDoc
+		from, to int64
+		err      error
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	pages := make(chan page, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(pages)
+		after := from
+		for after < sh.GlobalCheckpoint {
+			docs, err := a.es.ReadShard(rctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint, Size: a.cfg.BatchSize})
+			p := page{docs: docs, from: after, to: sh.GlobalCheckpoint, err: err}
+			if err == nil {
+				p.err = checkOrder(docs, after, sh.GlobalCheckpoint)
+			}
+			// A short page exhausts the range (everything up to the global checkpoint is
+			// visible); a full one ends at its last document.
+			if p.err == nil && len(docs) >= a.cfg.BatchSize {
+				p.to = docs[len(docs)-1].SeqNo
+			}
+			select {
+			case pages <- p:
+			case <-rctx.Done():
+				return
+			}
+			if p.err != nil {
+				return
+			}
+			after = p.to
+		}
+	}()
+	pos := from
+	for p := range pages {
+		if p.err != nil {
+			return pos, fmt.Errorf("read %s[%d] after %d: %w", sh.Index, sh.Shard, p.from, p.err)
+		}
+		a.metrics.docsRead.Add(float64(len(p.docs)))
+		rows, err := toRows(p.docs)
+		if err != nil {
+			return pos, fmt.Errorf("read %s[%d] after %d: %w", sh.Index, sh.Shard, p.from, err)
+		}
+		start := time.Now()
+		res, err := lease.Commit(ctx, pgstore.Batch{IndexUUID: sh.IndexUUID, IndexName: sh.Index, Shard: sh.Shard,
+			From: p.from, To: p.to, Rows: rows})
+		if err != nil {
+			if !errors.Is(err, pgstore.ErrCheckpointMoved) {
+				a.metrics.batches.WithLabelValues("error").Inc()
+			}
+			return pos, err
+		}
+		a.metrics.batchTime.Observe(time.Since(start).Seconds())
+		a.metrics.batches.WithLabelValues("ok").Inc()
+		a.metrics.rows.WithLabelValues("feed").Add(float64(res.Inserted))
+		a.metrics.copyBytes.Add(float64(res.Bytes))
+		if skipped := int64(len(rows)) - res.Inserted; skipped > 0 {
+			a.logger.Info("ids already archived were skipped", "index", sh.Index, "shard", sh.Shard, "skipped", skipped)
+		}
+		pos = p.to
+		if a.stopping() {
+			break // finish the current batch and stop
+		}
+	}
+	return pos, nil
+}
+
+// checkOrder guards the feed's contract: strictly increasing sequence numbers inside the range.
+func checkOrder(docs []esstore.FeedDoc, after, upTo int64) error {
+	prev := after
+	for _, d := range docs {
+		if d.SeqNo <= prev || d.SeqNo > upTo {
+			return fmt.Errorf("feed returned _seq_no %d after %d (range (%d, %d])", d.SeqNo, prev, after, upTo)
+		}
+		prev = d.SeqNo
+	}
+	return nil
+}
+
+// toRows converts documents for PostgreSQL. A document the archive cannot store is an error,
+// never skipped: the archiver stops on it (reported in status) rather than lose it.
+func toRows(docs []esstore.FeedDoc) ([]pgstore.Row, error) {
+	rows := make([]pgstore.Row, len(docs))
+	for i, d := range docs {
+		r, err := toRow(d.Doc)
+		if err != nil {
+			return nil, fmt.Errorf("_seq_no %d: %w", d.SeqNo, err)
+		}
+		rows[i] = r
+	}
+	return rows, nil
+}
+
+func toRow(d esstore.Doc) (pgstore.Row, error) {
+	if d.ID == "" || d.ClientID == "" {
+		return pgstore.Row{}, fmt.Errorf("document %q has no id or clientId", d.ID)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, d.Timestamp)
+	if err != nil {
+		return pgstore.Row{}, fmt.Errorf("document %s: @timestamp: %w", d.ID, err)
+	}
+	ing, err := time.Parse(time.RFC3339Nano, d.IngestedAt)
+	if err != nil {
+		return pgstore.Row{}, fmt.Errorf("document %s: ingestedAt: %w", d.ID, err)
+	}
+	r := pgstore.Row{ID: d.ID, ClientID: d.ClientID, Type: d.Type, Timestamp: ts.UTC(), IngestedAt: ing.UTC()}
+	if len(d.Payload) > 0 {
+		r.Payload = []byte(d.Payload) // verbatim: jsonb parses it, numeric keeps every digit
+	}
+	return r, nil
+}
+
+// measureLag finds the oldest visible event beyond the checkpoints: the lag metric's source.
+// Failures leave the previous value, which keeps ageing.
+func (a *Archiver) measureLag(ctx context.Context, shards []esstore.Shard, at func(esstore.Shard) int64) {
+	var oldest time.Time
+	for _, sh := range shards {
+		if sh.MaxSeqNo <= at(sh) {
+			continue
+		}
+		t, ok, err := a.es.OldestAfter(ctx, sh.Index, sh.Shard, at(sh))
+		if err != nil {
+			return
+		}
+		if ok && (oldest.IsZero() || t.Before(oldest)) {
+			oldest = t
+		}
+	}
+	a.lag.set(oldest)
+}
+
+// fail counts and logs a failed step (the same message at most once a minute) and records it
+// for status, best effort.
+func (a *Archiver) fail(ctx context.Context, op string, err error) {
+	a.metrics.errors.WithLabelValues(op).Inc()
+	msg := op + ": " + err.Error()
+	now := a.now()
+	if a.errLog.shouldLog(msg, now) {
+		a.logger.Error("archiving step failed; backing off", "op", op, "err", err)
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_ = a.pg.RecordError(rctx, msg, now)
+}
+
+// errorLog rate-limits repeated error lines.
+type errorLog struct {
+	mu   sync.Mutex
+	last string
+	at   time.Time
+}
+
+func (l *errorLog) shouldLog(msg string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if msg == l.last && now.Sub(l.at) < time.Minute {
+		return false
+	}
+	l.last, l.at = msg, now
+	return true
+}
+
+// backoff doubles from 100 ms (or the poll interval, when shorter) up to BackoffMax.
+type backoff struct {
+	first, cur, max time.Duration
+}
+
+func (a *Archiver) newBackoff() *backoff {
+	first := min(100*time.Millisecond, a.cfg.PollInterval)
+	return &backoff{first: first, max: a.cfg.BackoffMax}
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.first
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }

@@ -1,0 +1,192 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Row is one event as the archive stores it.
+type Row struct {
+	ID         string
+	ClientID   string
+	Type       string // "" is stored as NULL
+	Timestamp  time.Time
+	IngestedAt time.Time
+	// Payload is JSON text written to jsonb verbatim (PostgreSQL parses it; numeric keeps every
+	// digit). nil stores NULL.
+	Payload []byte
+}
+
+// size is the number of data bytes the row sends with COPY (field contents, without framing).
+func (r Row) size() int64 {
+	return int64(len(r.ID)+len(r.ClientID)+len(r.Type)+len(r.Payload)) + 16
+}
+
+// Batch is one page of one shard's sequence-number feed, to be committed together with the
+// shard's new checkpoint.
+type Batch struct {
+	IndexUUID string
+	IndexName string
+	Shard     int
+	// From is the checkpoint the page was read after (-1: from the start of the shard). The
+	// commit fails with ErrCheckpointMoved unless the stored checkpoint still equals it.
+	From int64
+	// To is the new checkpoint: the last row's _seq_no, or the upper bound of the read when the
+	// range was exhausted.
+	To   int64
+	Rows []Row
+}
+
+// Result is what a COPY transaction wrote.
+type Result struct {
+	// Inserted counts rows new to the events table; rows whose id was already there are skipped.
+	Inserted int64
+	// Bytes is the row data sent with COPY.
+	Bytes int64
+}
+
+// ErrCheckpointMoved means the stored checkpoint is not where a batch started: another process
+// committed that range first. Nothing of the batch was written; re-read the checkpoint.
+var ErrCheckpointMoved = errors.New("checkpoint moved")
+
+// CheckpointMovedError tells where the checkpoint was found. It matches ErrCheckpointMoved.
+type CheckpointMovedError struct {
+	IndexUUID string
+	Shard     int
+	Want, Got int64
+}
+
+// Error describes where the checkpoint was found.
+func (e *CheckpointMovedError) Error() string {
+	return fmt.Sprintf("checkpoint of %s/%d is %d, batch started at %d: %v", e.IndexUUID, e.Shard, e.Got, e.Want, ErrCheckpointMoved)
+}
+
+// Is makes the error match ErrCheckpointMoved.
+func (e *CheckpointMovedError) Is(target error) bool { return target == ErrCheckpointMoved }
+
+// beginner is a pool or one of its connections.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// commitBatch writes a batch and its checkpoint in one transaction: lock the checkpoint row
+// (creating it at -1 if absent), check it still equals b.From, COPY the rows into a staging
+// table, insert them into events skipping known ids, and move the checkpoint to b.To. Either
+// all of it commits or none of it does.
+func commitBatch(ctx context.Context, db beginner, b Batch) (Result, error) {
+	if b.To < b.From {
+		return Result{}, fmt.Errorf("commit batch: checkpoint would go back from %d to %d", b.From, b.To)
+	}
+	var res Result
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO archive_checkpoints (index_uuid, shard, index_name, seq_no)
+			VALUES ($1, $2, $3, -1) ON CONFLICT (index_uuid, shard) DO NOTHING`, b.IndexUUID, b.Shard, b.IndexName); err != nil {
+			return fmt.Errorf("create checkpoint: %w", err)
+		}
+		var cur int64
+		if err := tx.QueryRow(ctx, `SELECT seq_no FROM archive_checkpoints WHERE index_uuid = $1 AND shard = $2 FOR UPDATE`,
+			b.IndexUUID, b.Shard).Scan(&cur); err != nil {
+			return fmt.Errorf("lock checkpoint: %w", err)
+		}
+		if cur != b.From {
+			return &CheckpointMovedError{IndexUUID: b.IndexUUID, Shard: b.Shard, Want: b.From, Got: cur}
+		}
+		var err error
+		if res, err = copyRows(ctx, tx, b.Rows); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `UPDATE archive_checkpoints SET seq_no = $3, rows = rows + $4, index_name = $5, updated_at = now()
+			WHERE index_uuid = $1 AND shard = $2`, b.IndexUUID, b.Shard, b.To, res.Inserted, b.IndexName); err != nil {
+			return fmt.Errorf("move checkpoint: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrCheckpointMoved) {
+			return Result{}, err
+		}
+		return Result{}, wrap("commit batch", err)
+	}
+	return res, nil
+}
+
+// copyRows COPYs rows into a staging table that lives until the transaction ends, then inserts
+// them into events; ids already present are skipped, which makes every write idempotent.
+func copyRows(ctx context.Context, tx pgx.Tx, rows []Row) (Result, error) {
+	if len(rows) == 0 {
+		return Result{}, nil
+	}
+	// A staging table instead of COPY straight into events: COPY has no ON CONFLICT, and one
+	// duplicate id would fail the whole batch.
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE archive_staging (LIKE events INCLUDING DEFAULTS) ON COMMIT DROP`); err != nil {
+		return Result{}, fmt.Errorf("staging table: %w", err)
+	}
+	var res Result
+	src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		r := rows[i]
+		res.Bytes += r.size()
+		var typ, payload any
+		if r.Type != "" {
+			typ = r.Type
+		}
+		if r.Payload != nil {
+			payload = r.Payload
+		}
+		return []any{r.ID, r.ClientID, typ, r.Timestamp, r.IngestedAt, payload}, nil
+	})
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"archive_staging"},
+		[]string{"id", "client_id", "type", "ts", "ingested_at", "payload"}, src); err != nil {
+		return Result{}, fmt.Errorf("copy: %w", err)
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO events (id, client_id, type, ts, ingested_at, payload)
+		SELECT id, client_id, type, ts, ingested_at, payload FROM archive_staging
+		ON CONFLICT (id) DO NOTHING`)
+	if err != nil {
+		return Result{}, fmt.Errorf("insert from staging: %w", err)
+	}
+	res.Inserted = tag.RowsAffected()
+	return res, nil
+}
+
+// Origin says why rows are written outside the feed; status reports the counts.
+type Origin int
+
+// The writers outside the feed.
+const (
+	OriginRepair Origin = iota + 1
+	OriginBackfill
+)
+
+// CopyEvents writes rows outside the sequence-number feed (verify --repair, backfill), skipping
+// ids already present, and counts them by origin in the same transaction. No checkpoint moves.
+func (s *Store) CopyEvents(ctx context.Context, origin Origin, rows []Row) (Result, error) {
+	var column string
+	switch origin {
+	case OriginRepair:
+		column = "rows_repaired"
+	case OriginBackfill:
+		column = "rows_backfilled"
+	default:
+		return Result{}, fmt.Errorf("copy events: unknown origin %d", origin)
+	}
+	var res Result
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if res, err = copyRows(ctx, tx, rows); err != nil {
+			return err
+		}
+		if res.Inserted == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `UPDATE archive_state SET `+column+` = `+column+` + $1`, res.Inserted)
+		return err
+	})
+	if err != nil {
+		return Result{}, wrap("copy events", err)
+	}
+	return res, nil
+}
