@@ -45,6 +45,7 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 		Workers:       cfg.Ingest.BulkWorkers,
 		FlushBytes:    int(cfg.Ingest.BulkFlushBytes),
 		FlushInterval: cfg.Ingest.BulkFlushInterval,
+		Timeout:       cfg.Ingest.AckTimeout,
 		OnFlush:       mon.ObserveFlush,
 	})
 	if err != nil {

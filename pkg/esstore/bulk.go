@@ -32,6 +32,10 @@ type BulkConfig struct {
 	// the caller's circuit breaker). It runs on an indexer worker: it must be fast and safe for
 	// concurrent use.
 	OnFlush func(Flush)
+	// Timeout is the bulk API's timeout: how long Elasticsearch lets an item wait for an
+	// unassigned primary shard or an index creation (default 1m). Waiting longer than the
+	// callers do only keeps a worker busy; ingest passes its acknowledgement timeout.
+	Timeout time.Duration
 }
 
 // Flush describes one bulk request as seen on the wire.
@@ -128,6 +132,7 @@ func (s *Store) NewBulkWriter(c BulkConfig) (*BulkWriter, error) {
 			// take a large batch next instead of blocking Add. Memory is bounded by the caller's
 			// in-flight budget, not by this queue.
 			QueueSizeMultiplier: 256,
+			Timeout:             c.Timeout,
 			Client:              &observed{next: own.es, searchable: searchable, on: c.OnFlush},
 			FilterPath:          []string{"items.*.status", "items.*.error.type", "items.*.error.reason", "items.*.error.caused_by.type", "items.*.error.caused_by.reason"},
 		}
@@ -316,6 +321,22 @@ func (w *BulkWriter) unacknowledged(ctx context.Context, out []Outcome) error {
 		return fmt.Errorf("%s: %w: %w", msg, event.ErrUnavailable, cause)
 	}
 	return fmt.Errorf("%s: %w", msg, event.ErrUnavailable)
+}
+
+// Flush sends what the indexers hold now, without waiting for the flush interval, and waits
+// for those bulk requests within ctx. Drains use it: events queued behind a long interval would
+// otherwise wait for it.
+func (w *BulkWriter) Flush(ctx context.Context) error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return nil
+	}
+	errs := make(chan error, 2)
+	for _, bi := range []esutil.BulkIndexer{w.durable, w.searchable} {
+		go func() { errs <- bi.Flush(ctx) }()
+	}
+	return errors.Join(<-errs, <-errs)
 }
 
 // Close stops accepting writes and sends everything queued, waiting until ctx ends at most.

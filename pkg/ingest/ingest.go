@@ -29,6 +29,8 @@ type Writer interface {
 	// an error matching event.ErrUnavailable if any event is still Pending. Safe for concurrent
 	// use.
 	Write(ctx context.Context, events []event.Event, searchable bool) ([]esstore.Outcome, error)
+	// Flush sends what is queued now instead of at the next flush interval, within ctx.
+	Flush(ctx context.Context) error
 	// Close sends everything queued and stops accepting writes, within ctx.
 	Close(ctx context.Context) error
 }
@@ -370,13 +372,24 @@ func (h *Handler) Drain(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { h.async.Wait(); close(done) }()
 	h.log.Info("draining", "async_requests", pending)
+	// Flush repeatedly rather than waiting for the flush interval: the async writes (and their
+	// retries) must not sit behind it while the grace runs out.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		h.asyncCancel()
-		<-done // writes return promptly once their context ends
-		err = fmt.Errorf("async writes not finished within the shutdown grace: %w", ctx.Err())
+wait:
+	for {
+		_ = h.w.Flush(ctx)
+		select {
+		case <-done:
+			break wait
+		case <-ctx.Done():
+			h.asyncCancel()
+			<-done // writes return promptly once their context ends
+			err = fmt.Errorf("async writes not finished within the shutdown grace: %w", ctx.Err())
+			break wait
+		case <-tick.C:
+		}
 	}
 	if cerr := h.w.Close(ctx); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close writer: %w", cerr))

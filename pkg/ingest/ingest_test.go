@@ -45,6 +45,8 @@ func (f *fakeWriter) Write(ctx context.Context, events []event.Event, searchable
 	return outcomes(len(events), esstore.Created), nil
 }
 
+func (f *fakeWriter) Flush(context.Context) error { return nil }
+
 func (f *fakeWriter) Close(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
