@@ -71,8 +71,14 @@ func (d *decoder) add(index int, field, msg string) {
 }
 
 func (d *decoder) tooMany() error {
-	return fmt.Errorf("more than %d events in one request (ingest.max_events): %w", d.lim.MaxEvents, ErrTooLarge)
+	return tooLarge(fmt.Sprintf("more than %d events in one request (ingest.max_events)", d.lim.MaxEvents))
 }
+
+// tooLarge is a limit error: it matches ErrTooLarge, and its message is only the limit.
+type tooLarge string
+
+func (e tooLarge) Error() string        { return string(e) }
+func (e tooLarge) Is(target error) bool { return target == ErrTooLarge }
 
 // syntax turns a fatal JSON error into the request's ValidationError.
 func (d *decoder) syntax(index int, err error) error {
@@ -81,7 +87,7 @@ func (d *decoder) syntax(index int, err error) error {
 		return err
 	}
 	d.add(index, "", se.Error())
-	return &ValidationError{Message: "invalid JSON: " + se.Error() + "; nothing was stored", Details: d.details}
+	return &ValidationError{Message: se.Error() + "; nothing was stored", Details: d.details}
 }
 
 func (d *decoder) json(body []byte) error {

@@ -14,19 +14,25 @@ import (
 	"github.com/spillway/spillway/pkg/httpx"
 )
 
+// unsupported is a 415 whose message is only the rule.
+func unsupported(msg string, args ...any) error {
+	return &httpx.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+		Message: fmt.Sprintf(msg, args...), Err: event.ErrUnsupportedMedia}
+}
+
 // format reads Content-Type: application/json or application/x-ndjson, UTF-8 only.
 func format(h http.Header) (event.Format, error) {
 	const want = "Content-Type must be application/json or application/x-ndjson"
 	ct := h.Get("Content-Type")
 	if ct == "" {
-		return 0, fmt.Errorf("%s (none given): %w", want, event.ErrUnsupportedMedia)
+		return 0, unsupported("%s (none given)", want)
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil {
-		return 0, fmt.Errorf("%s, got %q: %w", want, ct, event.ErrUnsupportedMedia)
+		return 0, unsupported("%s, got %q", want, ct)
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return 0, fmt.Errorf("charset must be utf-8, got %q: %w", cs, event.ErrUnsupportedMedia)
+		return 0, unsupported("charset must be utf-8, got %q", cs)
 	}
 	switch mt {
 	case "application/json":
@@ -34,7 +40,7 @@ func format(h http.Header) (event.Format, error) {
 	case "application/x-ndjson":
 		return event.FormatNDJSON, nil
 	}
-	return 0, fmt.Errorf("%s, got %q: %w", want, mt, event.ErrUnsupportedMedia)
+	return 0, unsupported("%s, got %q", want, mt)
 }
 
 // gzipped reads Content-Encoding: identity or gzip.
@@ -45,7 +51,7 @@ func gzipped(h http.Header) (bool, error) {
 	case "gzip", "x-gzip":
 		return true, nil
 	default:
-		return false, fmt.Errorf("Content-Encoding must be gzip or absent, got %q: %w", enc, event.ErrUnsupportedMedia)
+		return false, unsupported("Content-Encoding must be gzip or absent, got %q", enc)
 	}
 }
 
@@ -58,7 +64,8 @@ const minRead = 32 << 10
 // further: a gzip bomb costs at most max bytes of memory.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, gz bool) (body []byte, held int64, err error) {
 	max := int64(h.cfg.MaxBodyBytes)
-	tooLarge := fmt.Errorf("request body over %d bytes (ingest.max_body_bytes, counted after gunzip): %w", max, event.ErrTooLarge)
+	tooLarge := &httpx.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Err: event.ErrTooLarge,
+		Message: fmt.Sprintf("request body over %d bytes (ingest.max_body_bytes, counted after gunzip)", max)}
 	if !gz && r.ContentLength > max {
 		return nil, 0, tooLarge
 	}

@@ -1,12 +1,14 @@
 package ingest
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -534,6 +536,36 @@ func TestAsyncFailuresAreCountedAndDrainIsBounded(t *testing.T) {
 		t.Fatalf("failed async events counted: %v", got)
 	}
 	if bytes, events := rg.h.budget.used(); bytes != 0 || events != 0 {
+		t.Errorf("budget not released: %d bytes, %d events", bytes, events)
+	}
+}
+
+func TestSlowBodyIs408(t *testing.T) {
+	w := &fakeWriter{}
+	mon := NewMonitor(prometheus.NewRegistry(), time.Second, nil)
+	h := New(testConfig(), Options{Writer: w, Monitor: mon})
+	r := httpx.NewRouter()
+	h.Mount(r)
+	srv := httptest.NewUnstartedServer(r)
+	srv.Config.ReadTimeout = 200 * time.Millisecond // slow-loris protection, as http.read_timeout
+	srv.Start()
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Headers promise 100 bytes; a quarter arrives, then nothing.
+	fmt.Fprint(conn, "POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"clientId\":\"slow\",")
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusRequestTimeout || w.callCount() != 0 {
+		t.Fatalf("status %d, writer calls %d", res.StatusCode, w.callCount())
+	}
+	if bytes, events := h.budget.used(); bytes != 0 || events != 0 {
 		t.Errorf("budget not released: %d bytes, %d events", bytes, events)
 	}
 }
