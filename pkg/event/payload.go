@@ -203,7 +203,7 @@ func (w *payloadWalker) array(depth int) error {
 // every escape as written.
 func readPayload(s *scanner, lim Limits) (payload json.RawMessage, problem string, err error) {
 	s.skipSpace()
-	start := s.pos
+	start, spaces := s.pos, s.spaces
 	w := payloadWalker{s: s, lim: lim}
 	if err := w.object(1); err != nil {
 		return nil, "", err
@@ -213,8 +213,10 @@ func readPayload(s *scanner, lim Limits) (payload json.RawMessage, problem strin
 	}
 	raw := s.buf[start:s.pos]
 	var buf bytes.Buffer
-	buf.Grow(len(raw))
-	if err := json.Compact(&buf, raw); err != nil {
+	if s.spaces == spaces {
+		// Already compact (the usual case): a copy is the compacted form.
+		buf.Write(raw)
+	} else if err := json.Compact(&buf, raw); err != nil {
 		// Unreachable: the walker accepts only valid JSON. Kept as a guard, not trusted silently.
 		return nil, "not valid JSON: " + err.Error(), nil
 	}

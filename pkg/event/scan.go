@@ -18,8 +18,9 @@ import (
 // Rule violations inside well-formed JSON (a lone surrogate, a huge number) are reported as
 // problems and scanning goes on, so that one response lists every bad event.
 type scanner struct {
-	buf []byte
-	pos int
+	buf    []byte
+	pos    int
+	spaces int // insignificant whitespace bytes skipped so far
 }
 
 // syntaxError is malformed JSON at a byte offset of the body (or NDJSON line).
@@ -45,6 +46,7 @@ func (s *scanner) skipSpace() {
 		switch s.buf[s.pos] {
 		case ' ', '\t', '\n', '\r':
 			s.pos++
+			s.spaces++
 		default:
 			return
 		}

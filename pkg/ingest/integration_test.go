@@ -39,7 +39,7 @@ type stack struct {
 }
 
 // defaults is the production configuration (defaults only).
-func defaults(t *testing.T) *config.Config {
+func defaults(t testing.TB) *config.Config {
 	t.Helper()
 	cfg, _, err := config.Load(config.RoleIngest, nil, nil, func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -48,7 +48,7 @@ func defaults(t *testing.T) *config.Config {
 	return cfg
 }
 
-func newStack(t *testing.T, es config.Elasticsearch, tune func(*config.Ingest)) *stack {
+func newStack(t testing.TB, es config.Elasticsearch, tune func(*config.Ingest)) *stack {
 	t.Helper()
 	cfg := defaults(t).Ingest
 	if tune != nil {
