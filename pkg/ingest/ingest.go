@@ -255,7 +255,7 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 	defer stop()
 
 	out, werr := h.w.Write(ctx, events, mode == ackSearchable)
-	res, rejected, failed := h.tally(out, len(events), mode)
+	res, rejected, nRejected, failed := h.tally(out, len(events), mode)
 	res.IDs = ids
 	switch {
 	case werr != nil || failed > 0:
@@ -276,7 +276,7 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 	case len(rejected) > 0:
 		h.fail(w, r, "rejected", &httpx.Error{Status: http.StatusBadRequest, Code: "rejected",
 			Message: fmt.Sprintf("Elasticsearch rejected %d of %d events; the other %d are stored (resending them with the same ids is safe)",
-				len(rejected), len(events), len(events)-len(rejected)),
+				nRejected, len(events), len(events)-nRejected),
 			Details: rejected})
 	default:
 		httpx.WriteJSON(w, http.StatusCreated, res)
@@ -287,7 +287,7 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 var errAckTimeout = errors.New("acknowledgement deadline passed (ingest.ack_timeout)")
 
 // tally counts outcomes into the response and the metrics.
-func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Response, rejected []event.FieldError, failed int) {
+func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Response, rejected []event.FieldError, nRejected, failed int) {
 	var accepted, dups, retries int
 	if out == nil {
 		failed = n // the writer failed before sending anything
@@ -300,6 +300,7 @@ func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Respons
 		case esstore.Duplicate:
 			dups++
 		case esstore.Rejected:
+			nRejected++
 			if len(rejected) < event.MaxDetails {
 				rejected = append(rejected, event.FieldError{Index: i, Field: "",
 					Message: fmt.Sprintf("rejected by Elasticsearch (status %d): %s", o.Status, o.Reason)})
@@ -308,7 +309,6 @@ func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Respons
 			failed++
 		}
 	}
-	nRejected := len(out) - accepted - dups - failed
 	ack := mode.String()
 	h.m.events.WithLabelValues(outcomeAccepted, ack).Add(float64(accepted))
 	h.m.events.WithLabelValues(outcomeDuplicated, ack).Add(float64(dups))
@@ -325,7 +325,7 @@ func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Respons
 			}
 		})
 	}
-	return Response{Accepted: accepted + dups, Duplicates: dups}, rejected, failed
+	return Response{Accepted: accepted + dups, Duplicates: dups}, rejected, nRejected, failed
 }
 
 // startAsync writes events in the background and reports whether it could (not while draining).
@@ -351,7 +351,7 @@ func (h *Handler) startAsync(events []event.Event, heldBytes int64) bool {
 		ctx, cancel := context.WithTimeoutCause(h.asyncCtx, h.cfg.AckTimeout, errAckTimeout)
 		defer cancel()
 		out, err := h.w.Write(ctx, events, false)
-		_, _, failed := h.tally(out, len(events), ackAsync)
+		_, _, _, failed := h.tally(out, len(events), ackAsync)
 		if failed > 0 {
 			h.logAsync.do(func(suppressed int) {
 				h.log.Error("async events lost: not written within ingest.ack_timeout", "count", failed, "err", err,

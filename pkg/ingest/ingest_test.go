@@ -314,6 +314,18 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 			t.Fatalf("%d %s", res.status, res.body)
 		}
 	})
+	t.Run("writer failing before sending is 503", func(t *testing.T) {
+		rg := newRig(t, testConfig())
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+			return nil, errors.New("encode: broken")
+		}
+		if res := rg.post(t, "", jsonCT, body); res.status != 503 {
+			t.Fatalf("%d %s", res.status, res.body)
+		}
+		if got := testutil.ToFloat64(rg.mon.metrics.events.WithLabelValues("failed", "sync")); got != 3 {
+			t.Errorf("failed events counted: %v", got)
+		}
+	})
 	t.Run("searchable", func(t *testing.T) {
 		rg := newRig(t, testConfig())
 		if res := rg.post(t, "?wait=searchable", jsonCT, body); res.status != 201 || !rg.w.search[0] {
