@@ -4,14 +4,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/httpx"
+	"github.com/spillway/spillway/pkg/ingest"
 )
 
 func main() { os.Exit(app.Main(config.RoleIngest, nil, os.Args[1:], run)) }
@@ -26,14 +29,39 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 	health.AddCheck("elasticsearch", es.Ping)
 	health.AddCheck("template", es.CheckTemplate)
 	// The template is installed in the background so that ingest starts (and reports not ready)
-	// while Elasticsearch is still coming up.
+	// while Elasticsearch is still coming up. Events are refused until it is in place: an index
+	// created without it would get dynamic mappings.
+	var installed atomic.Bool
 	go func() {
-		_ = app.Retry(ctx, logger, "install index template", 30*time.Second, es.InstallTemplate)
+		if app.Retry(ctx, logger, "install index template", 30*time.Second, es.InstallTemplate) == nil {
+			installed.Store(true)
+		}
 	}()
 
+	reg := httpx.NewRegistry()
+	ilog := logger.With("component", "ingest")
+	mon := ingest.NewMonitor(reg, cfg.Ingest.RetryAfter, ilog)
+	writer, err := es.NewBulkWriter(esstore.BulkConfig{
+		Workers:       cfg.Ingest.BulkWorkers,
+		FlushBytes:    int(cfg.Ingest.BulkFlushBytes),
+		FlushInterval: cfg.Ingest.BulkFlushInterval,
+		Timeout:       cfg.Ingest.AckTimeout,
+		OnFlush:       mon.ObserveFlush,
+	})
+	if err != nil {
+		return err
+	}
+	h := ingest.New(cfg.Ingest, ingest.Options{Writer: writer, Monitor: mon, Logger: ilog,
+		Ready: func() error {
+			if !installed.Load() {
+				return errors.New("index template not installed yet")
+			}
+			return nil
+		}})
 	router := httpx.NewRouter()
+	h.Mount(router)
 	return app.Serve(ctx, app.Service{
 		Name: "ingest", Logger: logger, HTTP: cfg.HTTP, Router: router,
-		Registry: httpx.NewRegistry(), Health: health,
+		Registry: reg, Health: health, Drain: h.Drain,
 	})
 }

@@ -1,0 +1,38 @@
+package esstore
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway/spillway/pkg/event"
+)
+
+func TestEncodeDoc(t *testing.T) {
+	ts := time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
+	base := event.Event{ID: "a", ClientID: `c<"&>\`, Type: "t", Timestamp: ts, IngestedAt: ts}
+	tests := []struct {
+		name, payload, want string
+	}{
+		{"no payload", "", `{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z"}`},
+		{"payload verbatim", `{"n":123456789012345678901234567890,"s":"\u00e9<&>"}`,
+			`{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z","payload":{"n":123456789012345678901234567890,"s":"\u00e9<&>"}}`},
+		{"line breaks compacted", "{\n \"a\": 1\r\n}", `{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z","payload":{"a":1}}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := base
+			if tc.payload != "" {
+				e.Payload = json.RawMessage(tc.payload)
+			}
+			got, err := encodeDoc(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want || !json.Valid(got) || strings.ContainsAny(string(got), "\r\n") {
+				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,460 @@
+// Package ingest is the write API: POST /api/v1/events. It reads and validates a batch of
+// events, holds it within an in-flight budget, hands it to a Writer (Elasticsearch bulk
+// indexing with group commit) and answers only once every event is durable — or at once, for
+// ?ack=async, with the events still written before the process exits.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
+	"github.com/spillway/spillway/pkg/httpx"
+)
+
+// Writer stores events durably; *esstore.BulkWriter implements it.
+type Writer interface {
+	// Write stores the events and returns one outcome per event, in order. With searchable it
+	// returns once they are visible to search. It returns by ctx's deadline at the latest, with
+	// an error matching event.ErrUnavailable if any event is still Pending. Safe for concurrent
+	// use.
+	Write(ctx context.Context, events []event.Event, searchable bool) ([]esstore.Outcome, error)
+	// Flush sends what is queued now instead of at the next flush interval, within ctx.
+	Flush(ctx context.Context) error
+	// Close sends everything queued and stops accepting writes, within ctx.
+	Close(ctx context.Context) error
+}
+
+// Monitor watches the Writer's bulk requests: it keeps the ingest metrics and the breaker that
+// answers 503 at once while Elasticsearch is unreachable. Pass ObserveFlush as the writer's
+// esstore.BulkConfig.OnFlush, and the Monitor to New.
+type Monitor struct {
+	metrics *Metrics
+	breaker *breaker
+}
+
+// NewMonitor registers the ingest metrics on reg. While the breaker is open it lets one request
+// through per probeInterval (ingest.retry_after: what clients are told to wait).
+func NewMonitor(reg prometheus.Registerer, probeInterval time.Duration, logger *slog.Logger) *Monitor {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Monitor{metrics: NewMetrics(reg)}
+	m.breaker = newBreaker(probeInterval, func(open bool) {
+		if open {
+			m.metrics.breakerOpen.Set(1)
+			logger.Warn("elasticsearch unreachable: answering 503 at once until a probe succeeds",
+				"failed_bulk_requests", breakerThreshold, "probe_interval", probeInterval.String())
+		} else {
+			m.metrics.breakerOpen.Set(0)
+			logger.Info("elasticsearch reachable again: accepting events")
+		}
+	})
+	return m
+}
+
+// ObserveFlush records one bulk request. It is fast and safe for concurrent use.
+func (m *Monitor) ObserveFlush(f esstore.Flush) {
+	m.metrics.observeFlush(f)
+	m.breaker.observe(f.Failed())
+}
+
+// Options are what New needs besides the configuration.
+type Options struct {
+	Writer  Writer
+	Monitor *Monitor
+	Logger  *slog.Logger
+	// Ready, when set, must return nil before events are accepted (503 otherwise). The ingest
+	// command uses it to refuse events until the index template is installed: an index created
+	// without it would get dynamic mappings.
+	Ready func() error
+}
+
+// Handler serves POST /api/v1/events.
+type Handler struct {
+	cfg    config.Ingest
+	w      Writer
+	mon    *Monitor
+	m      *Metrics
+	budget *budget
+	log    *slog.Logger
+	ready  func() error
+	limits event.Limits
+	now    func() time.Time
+
+	// Repeated failures are logged at most every few seconds, never once per request or event.
+	log503, logRejected, logAsync rateLimit
+
+	asyncMu       sync.Mutex
+	draining      bool
+	async         sync.WaitGroup
+	asyncCtx      context.Context // ends when the drain's grace runs out
+	asyncCancel   context.CancelFunc
+	asyncInFlight int
+}
+
+// New returns the handler.
+func New(cfg config.Ingest, opts Options) *Handler {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		cfg: cfg, w: opts.Writer, mon: opts.Monitor, m: opts.Monitor.metrics, log: logger, ready: opts.Ready,
+		budget: newBudget(int64(cfg.InflightMaxBytes), int64(cfg.InflightMaxEvents), opts.Monitor.metrics),
+		limits: event.Limits{
+			MaxEvents: cfg.MaxEvents, MaxPayloadBytes: int(cfg.MaxPayloadBytes), MaxPayloadDepth: cfg.MaxPayloadDepth,
+			MaxPayloadKeys: cfg.MaxPayloadKeys, MaxFutureSkew: cfg.MaxFutureSkew, MaxPastAge: cfg.MaxPastAge,
+		},
+		now:         time.Now,
+		log503:      rateLimit{every: 10 * time.Second},
+		logRejected: rateLimit{every: 10 * time.Second},
+		logAsync:    rateLimit{every: 10 * time.Second},
+	}
+	h.asyncCtx, h.asyncCancel = context.WithCancel(context.Background())
+	return h
+}
+
+// Mount adds the API's routes to r.
+func (h *Handler) Mount(r *mux.Router) {
+	r.HandleFunc("/api/v1/events", h.Post).Methods(http.MethodPost)
+}
+
+// Response is the body of 201 Created.
+type Response struct {
+	// Accepted counts the request's events that are now stored, duplicates included.
+	Accepted int `json:"accepted"`
+	// Duplicates counts events whose id already existed (a retry): stored once, not twice.
+	Duplicates int `json:"duplicates"`
+	// IDs are the events' ids in request order, server-assigned where the client gave none.
+	IDs []string `json:"ids"`
+}
+
+// AsyncResponse is the body of 202 Accepted (?ack=async).
+type AsyncResponse struct {
+	Accepted int      `json:"accepted"`
+	IDs      []string `json:"ids"`
+}
+
+type ackMode int
+
+const (
+	ackSync ackMode = iota
+	ackSearchable
+	ackAsync
+)
+
+func (a ackMode) String() string {
+	return [...]string{"sync", "searchable", "async"}[a]
+}
+
+func parseAck(r *http.Request) (ackMode, error) {
+	q := r.URL.Query()
+	bad := func(field, msg string) error {
+		return &event.ValidationError{Message: field + ": " + msg, Details: []event.FieldError{{Index: -1, Field: field, Message: msg}}}
+	}
+	mode := ackSync
+	switch v := q.Get("wait"); v {
+	case "":
+	case "searchable":
+		mode = ackSearchable
+	default:
+		return 0, bad("wait", fmt.Sprintf("must be searchable or absent, got %q", v))
+	}
+	switch v := q.Get("ack"); v {
+	case "":
+	case "async":
+		if mode == ackSearchable {
+			return 0, bad("ack", "ack=async cannot be combined with wait=searchable")
+		}
+		mode = ackAsync
+	default:
+		return 0, bad("ack", fmt.Sprintf("must be async or absent, got %q", v))
+	}
+	return mode, nil
+}
+
+// Post handles POST /api/v1/events.
+func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
+	received := h.now()
+	mode, err := parseAck(r)
+	if err != nil {
+		h.fail(w, r, "invalid", err)
+		return
+	}
+	format, err := format(r.Header)
+	if err != nil {
+		h.fail(w, r, "unsupported_media", err)
+		return
+	}
+	gz, err := gzipped(r.Header)
+	if err != nil {
+		h.fail(w, r, "unsupported_media", err)
+		return
+	}
+	if h.ready != nil {
+		if err := h.ready(); err != nil {
+			h.fail(w, r, "not_ready", h.unavailable("not ready: "+err.Error(), err))
+			return
+		}
+	}
+	// Before reading anything: while Elasticsearch is unreachable, answer at once.
+	tripped, ok := h.mon.breaker.allow()
+	if !ok {
+		h.fail(w, r, "breaker", h.unavailable("Elasticsearch is unreachable; retry later with the same ids", errBreakerOpen))
+		return
+	}
+
+	body, held, err := h.readBody(w, r, gz)
+	defer func() { h.budget.release(held, 0) }()
+	if err != nil {
+		h.fail(w, r, reasonOf(err), err)
+		return
+	}
+	events, err := event.Decode(body, format, received, h.limits)
+	if err != nil {
+		h.fail(w, r, reasonOf(err), err)
+		return
+	}
+	if !h.budget.acquire(0, int64(len(events))) {
+		h.fail(w, r, "budget", h.overloaded())
+		return
+	}
+	ids := make([]string, len(events))
+	for i, e := range events {
+		ids[i] = e.ID
+	}
+
+	if mode == ackAsync {
+		if !h.startAsync(events, held) {
+			h.budget.release(0, int64(len(events)))
+			h.fail(w, r, "draining", h.unavailable("server is shutting down; retry on another instance", errors.New("draining")))
+			return
+		}
+		held = 0 // the async write releases the bytes
+		httpx.WriteJSON(w, http.StatusAccepted, AsyncResponse{Accepted: len(ids), IDs: ids})
+		return
+	}
+	defer h.budget.release(0, int64(len(events)))
+
+	ctx, cancel := context.WithTimeoutCause(r.Context(), h.cfg.AckTimeout, errAckTimeout)
+	defer cancel()
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	stop := context.AfterFunc(tripped, func() { abort(errBreakerOpen) })
+	defer stop()
+
+	out, werr := h.w.Write(ctx, events, mode == ackSearchable)
+	res, rejected, nRejected, failed := h.tally(out, len(events), mode)
+	res.IDs = ids
+	switch {
+	case werr != nil || failed > 0:
+		cause := context.Cause(ctx)
+		reason, msg := "deadline", fmt.Sprintf("%d of %d events were not acknowledged within ingest.ack_timeout (%s); retry with the same ids", failed, len(events), h.cfg.AckTimeout)
+		switch {
+		case errors.Is(cause, errBreakerOpen):
+			reason, msg = "breaker", fmt.Sprintf("Elasticsearch is unreachable; %d of %d events were not acknowledged; retry later with the same ids", failed, len(events))
+		case r.Context().Err() != nil:
+			reason, msg = "client_gone", "the client went away before the acknowledgement"
+		case !errors.Is(cause, errAckTimeout) && werr != nil:
+			reason, msg = "unavailable", fmt.Sprintf("Elasticsearch did not acknowledge %d of %d events; retry later with the same ids", failed, len(events))
+		}
+		if werr == nil {
+			werr = errors.New("events pending without an error")
+		}
+		h.fail(w, r, reason, h.unavailable(msg, werr))
+	case len(rejected) > 0:
+		h.fail(w, r, "rejected", &httpx.Error{Status: http.StatusBadRequest, Code: "rejected",
+			Message: fmt.Sprintf("Elasticsearch rejected %d of %d events; the other %d are stored (resending them with the same ids is safe)",
+				nRejected, len(events), len(events)-nRejected),
+			Details: rejected})
+	default:
+		httpx.WriteJSON(w, http.StatusCreated, res)
+	}
+}
+
+// errAckTimeout is the cause of a request whose acknowledgement deadline passed.
+var errAckTimeout = errors.New("acknowledgement deadline passed (ingest.ack_timeout)")
+
+// tally counts outcomes into the response and the metrics.
+func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Response, rejected []event.FieldError, nRejected, failed int) {
+	var accepted, dups, retries int
+	if out == nil {
+		failed = n // the writer failed before sending anything
+	}
+	for i, o := range out {
+		retries += max(o.Attempts-1, 0)
+		switch o.Result {
+		case esstore.Created:
+			accepted++
+		case esstore.Duplicate:
+			dups++
+		case esstore.Rejected:
+			nRejected++
+			if len(rejected) < event.MaxDetails {
+				rejected = append(rejected, event.FieldError{Index: i, Field: "",
+					Message: fmt.Sprintf("rejected by Elasticsearch (status %d): %s", o.Status, o.Reason)})
+			}
+		default:
+			failed++
+		}
+	}
+	ack := mode.String()
+	h.m.events.WithLabelValues(outcomeAccepted, ack).Add(float64(accepted))
+	h.m.events.WithLabelValues(outcomeDuplicated, ack).Add(float64(dups))
+	h.m.events.WithLabelValues(outcomeRejected, ack).Add(float64(nRejected))
+	h.m.events.WithLabelValues(outcomeFailed, ack).Add(float64(failed))
+	h.m.retries.Add(float64(retries))
+	if nRejected > 0 {
+		h.logRejected.do(func(suppressed int) {
+			for _, o := range out {
+				if o.Result == esstore.Rejected {
+					h.log.Warn("elasticsearch rejected events", "count", nRejected, "status", o.Status, "reason", o.Reason, "suppressed_since_last", suppressed)
+					return
+				}
+			}
+		})
+	}
+	return Response{Accepted: accepted + dups, Duplicates: dups}, rejected, nRejected, failed
+}
+
+// startAsync writes events in the background and reports whether it could (not while draining).
+// The write holds its budget until it ends, so async requests cannot outrun Elasticsearch
+// either. It gets the same acknowledgement deadline as a synchronous request, but ignores the
+// breaker: the events were promised, so they are retried until the deadline.
+func (h *Handler) startAsync(events []event.Event, heldBytes int64) bool {
+	h.asyncMu.Lock()
+	defer h.asyncMu.Unlock()
+	if h.draining {
+		return false
+	}
+	h.async.Add(1)
+	h.asyncInFlight++
+	go func() {
+		defer func() {
+			h.budget.release(heldBytes, int64(len(events)))
+			h.asyncMu.Lock()
+			h.asyncInFlight--
+			h.asyncMu.Unlock()
+			h.async.Done()
+		}()
+		ctx, cancel := context.WithTimeoutCause(h.asyncCtx, h.cfg.AckTimeout, errAckTimeout)
+		defer cancel()
+		out, err := h.w.Write(ctx, events, false)
+		_, _, _, failed := h.tally(out, len(events), ackAsync)
+		if failed > 0 {
+			h.logAsync.do(func(suppressed int) {
+				h.log.Error("async events lost: not written within ingest.ack_timeout", "count", failed, "err", err,
+					"suppressed_since_last", suppressed)
+			})
+		}
+	}()
+	return true
+}
+
+// Drain finishes the async writes and closes the writer, within ctx: the last step of an
+// ordered shutdown, after the HTTP server stopped accepting and in-flight requests finished.
+func (h *Handler) Drain(ctx context.Context) error {
+	h.asyncMu.Lock()
+	h.draining = true
+	pending := h.asyncInFlight
+	h.asyncMu.Unlock()
+	done := make(chan struct{})
+	go func() { h.async.Wait(); close(done) }()
+	h.log.Info("draining", "async_requests", pending)
+	// Flush repeatedly rather than waiting for the flush interval: the async writes (and their
+	// retries) must not sit behind it while the grace runs out.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for {
+		_ = h.w.Flush(ctx)
+		select {
+		case <-done:
+			break wait
+		case <-ctx.Done():
+			h.asyncCancel()
+			<-done // writes return promptly once their context ends
+			err = fmt.Errorf("async writes not finished within the shutdown grace: %w", ctx.Err())
+			break wait
+		case <-tick.C:
+		}
+	}
+	if cerr := h.w.Close(ctx); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("close writer: %w", cerr))
+	}
+	return err
+}
+
+func (h *Handler) overloaded() error {
+	return &httpx.Error{Status: http.StatusTooManyRequests, Code: "overloaded",
+		Message:    "too many events in flight (ingest.inflight_max_bytes / ingest.inflight_max_events); retry later",
+		RetryAfter: h.cfg.RetryAfter, Err: event.ErrOverloaded}
+}
+
+func (h *Handler) unavailable(msg string, cause error) error {
+	return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: msg,
+		RetryAfter: h.cfg.RetryAfter, Err: fmt.Errorf("%w: %w", event.ErrUnavailable, cause)}
+}
+
+// reasonOf names an error for the refused-requests metric.
+func reasonOf(err error) string {
+	switch e := httpx.ToError(err); e.Status {
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusTooManyRequests:
+		return "budget"
+	case http.StatusRequestTimeout:
+		return "timeout"
+	}
+	return "invalid"
+}
+
+// fail answers with err and counts it. 503s are logged here, rate-limited: at thousands of
+// requests per second while Elasticsearch is down, one line per request would be a second outage.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, reason string, err error) {
+	e := httpx.ToError(err)
+	h.m.refused.WithLabelValues(fmt.Sprint(e.Status), reason).Inc()
+	if e.Status == http.StatusServiceUnavailable {
+		h.log503.do(func(suppressed int) {
+			h.log.Warn("answering 503", "reason", reason, "err", e.Error(), "request_id", httpx.RequestID(r.Context()),
+				"suppressed_since_last", suppressed)
+		})
+		httpx.WriteError(w, r, nil, e)
+		return
+	}
+	httpx.WriteError(w, r, h.log, e)
+}
+
+// rateLimit runs a logging function at most once per interval and counts what it skipped.
+type rateLimit struct {
+	every      time.Duration
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (l *rateLimit) do(f func(suppressed int)) {
+	l.mu.Lock()
+	now := time.Now()
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	l.mu.Unlock()
+	f(n)
+}
