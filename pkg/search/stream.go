@@ -222,10 +222,9 @@ func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 
+	// net/http clears the read deadline (http.read_timeout) once the request is read, so only
+	// writes need a deadline: sseWriter sets one per flush.
 	rc := http.NewResponseController(w)
-	// The server's read deadline (http.read_timeout) would otherwise fire during the stream and
-	// cancel the request; the client sends nothing more after its request anyway.
-	_ = rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

@@ -306,6 +306,9 @@ func TestStreamCapHeartbeatErrorsAndShutdown(t *testing.T) {
 		t.Fatal("no heartbeat")
 	}
 
+	// Outliving the server's read timeout (200ms in these tests) does not end the stream.
+	time.Sleep(time.Second)
+
 	// Elasticsearch failing: the stream stays open and catches up when it returns.
 	feed.setFail(true)
 	id := feed.add(0, "a", "")
