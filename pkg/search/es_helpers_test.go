@@ -26,6 +26,11 @@ func newESEnv(t testing.TB, shards int) *esEnv {
 	cfg := testenv.ES(t)
 	cfg.Shards = shards
 	cfg.RefreshInterval = 100 * time.Millisecond // refresh=wait_for returns sooner
+	return newESEnvWith(t, cfg)
+}
+
+func newESEnvWith(t testing.TB, cfg config.Elasticsearch) *esEnv {
+	t.Helper()
 	store, err := esstore.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -41,7 +41,7 @@ type server struct {
 	stopPoller func() // ends Run, as SIGTERM does, and waits for it
 }
 
-func startServer(t *testing.T, store search.Store, feed search.Feed, cfg config.Search) *server {
+func startServer(t testing.TB, store search.Store, feed search.Feed, cfg config.Search) *server {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	svc := search.New(store, feed, cfg, nil, reg)
