@@ -45,6 +45,8 @@ const (
 	// maxConcurrentReads bounds the shard reads all streams of a process run at once, so a burst
 	// of new events does not send one query per open stream to Elasticsearch at the same moment.
 	maxConcurrentReads = 8
+	// readLogEvery rate-limits the log of failed stream reads.
+	readLogEvery = 30 * time.Second
 )
 
 // streams is the process's live-stream machinery: the shared poller and the open-stream cap.
@@ -63,6 +65,10 @@ type streams struct {
 	mu      sync.Mutex
 	snap    *snapshot
 	changed chan struct{} // closed and replaced whenever snap is replaced
+
+	failMu     sync.Mutex
+	failed     int // stream reads failed since failLogged
+	failLogged time.Time
 }
 
 // snapshot is the state of the shards after one poll: every operation up to each shard's
@@ -342,7 +348,7 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				s.logger.Warn("stream read failed; retrying at the next poll", "index", sh.Index, "shard", sh.Shard, "err", err)
+				s.streams.readFailed(sh, err)
 				return nil
 			}
 			reads = append(reads, &shardRead{key: k, upTo: sh.GlobalCheckpoint, docs: docs, complete: len(docs) < streamBatch})
@@ -372,6 +378,20 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 			return nil
 		}
 	}
+}
+
+// readFailed logs a failed stream read, at most once per readLogEvery for all streams of the
+// process: with Elasticsearch refusing reads, every open stream fails at every poll.
+func (p *streams) readFailed(sh esstore.Shard, err error) {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	p.failed++
+	if time.Since(p.failLogged) < readLogEvery {
+		return
+	}
+	p.logger.Warn("stream reads failed; streams retry at the next poll", "index", sh.Index, "shard", sh.Shard,
+		"failures", p.failed, "err", err)
+	p.failed, p.failLogged = 0, time.Now()
 }
 
 func (s *Service) readShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error) {
