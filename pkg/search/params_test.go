@@ -158,6 +158,36 @@ func TestValidQueryReachesTheStore(t *testing.T) {
 	}
 }
 
+// TestLimitAtTheResultWindow: with search.max_limit at Elasticsearch's 10,000-hit window, a
+// page of 10,000 asks for exactly 10,000 and a full page carries a cursor.
+func TestLimitAtTheResultWindow(t *testing.T) {
+	all := fakeEvents("a", 10000)
+	store := &fakeStore{t: t, page: func(q esstore.PageQuery) ([]esstore.Hit, error) {
+		if q.After != nil {
+			return nil, nil
+		}
+		return all[:min(q.Size, len(all))], nil
+	}}
+	cfg := testConfig()
+	cfg.MaxLimit = 10000
+	srv := startServer(t, store, nil, cfg)
+	var body listBody
+	if code := srv.get(t, "/api/v1/events", url.Values{"clientId": {"a"}, "limit": {"10000"}}, &body); code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if got := store.lastPage().Size; got != 10000 || len(body.Events) != 10000 || body.NextCursor == nil {
+		t.Fatalf("size %d, %d events, cursor %v", got, len(body.Events), body.NextCursor)
+	}
+	var after listBody
+	if code := srv.get(t, "/api/v1/events", url.Values{"clientId": {"a"}, "limit": {"10000"}, "cursor": {*body.NextCursor}}, &after); code != 200 || len(after.Events) != 0 || after.NextCursor != nil {
+		t.Fatalf("page after: %d %d events %v", code, len(after.Events), after.NextCursor)
+	}
+	var short listBody
+	if code := srv.get(t, "/api/v1/events", url.Values{"clientId": {"a"}, "limit": {"9999"}}, &short); code != 200 || store.lastPage().Size != 10000 || short.NextCursor == nil {
+		t.Fatalf("limit 9999: %d size %d", code, store.lastPage().Size)
+	}
+}
+
 // fakeEvents returns n events of client c, one microsecond apart, sorted.
 func fakeEvents(c string, n int) []esstore.Hit {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -83,6 +83,9 @@ func (s *Service) Mount(r *mux.Router) {
 // shutting-down server does not wait for them. Call it once.
 func (s *Service) Run(ctx context.Context) { s.streams.run(ctx) }
 
+// maxWindow is Elasticsearch's default index.max_result_window: the largest size of one search.
+const maxWindow = 10000
+
 // eventJSON is an event as the API returns it, times in event.TimeFormat.
 type eventJSON struct {
 	ID         string          `json:"id"`
@@ -127,21 +130,27 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.queryContext(r)
 	defer cancel()
+	// One more than asked tells whether another page exists without a second query — except at
+	// Elasticsearch's 10,000-hit window (search.max_limit may be set to it), where a full page
+	// gets a cursor and the page after it may be empty.
+	size, probe := q.limit+1, true
+	if size > maxWindow {
+		size, probe = q.limit, false
+	}
 	start := time.Now()
-	// One more than asked tells whether another page exists without a second query.
-	hits, err := s.store.Page(ctx, esstore.PageQuery{Filter: q.filter, Desc: q.desc, After: q.after, Size: q.limit + 1})
+	hits, err := s.store.Page(ctx, esstore.PageQuery{Filter: q.filter, Desc: q.desc, After: q.after, Size: size})
 	s.metrics.observe("page", start, err)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	resp := listResponse{Events: make([]eventJSON, 0, min(len(hits), q.limit))}
-	for i, h := range hits {
-		if i == q.limit {
-			resp.NextCursor = s.signer.encodeCursor(q.binding(), hits[i-1].Key)
-			break
-		}
+	n := min(len(hits), q.limit)
+	resp := listResponse{Events: make([]eventJSON, 0, n)}
+	for _, h := range hits[:n] {
 		resp.Events = append(resp.Events, toJSON(h.Event))
+	}
+	if len(hits) > q.limit || !probe && len(hits) == q.limit {
+		resp.NextCursor = s.signer.encodeCursor(q.binding(), hits[n-1].Key)
 	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
 }
