@@ -191,3 +191,34 @@ func (s *Store) Count(ctx context.Context, f Filter) (int64, error) {
 	}
 	return out.Count, nil
 }
+
+// IndexUUIDs returns the UUID of every event index that exists, open or closed, healthy or not,
+// read from the cluster metadata. Shard statistics omit an index whose shards cannot answer;
+// a reader that took that for a deletion would forget its position there and, once the index
+// is back, read its events again.
+func (s *Store) IndexUUIDs(ctx context.Context) (map[string]bool, error) {
+	res, err := s.es.Indices.GetSettings(
+		s.es.Indices.GetSettings.WithIndex(s.Pattern()),
+		s.es.Indices.GetSettings.WithName("index.uuid"),
+		s.es.Indices.GetSettings.WithFlatSettings(true),
+		s.es.Indices.GetSettings.WithExpandWildcards("all"),
+		s.es.Indices.GetSettings.WithAllowNoIndices(true),
+		s.es.Indices.GetSettings.WithFilterPath("*.settings"),
+		s.es.Indices.GetSettings.WithContext(ctx),
+	)
+	var out map[string]struct {
+		Settings map[string]string `json:"settings"`
+	}
+	if err := decode(res, err, "index uuids", &out); err != nil {
+		return nil, err
+	}
+	uuids := make(map[string]bool, len(out))
+	for name, idx := range out {
+		u := idx.Settings["index.uuid"]
+		if u == "" {
+			return nil, fmt.Errorf("index uuids: no uuid for %s", name)
+		}
+		uuids[u] = true
+	}
+	return uuids, nil
+}

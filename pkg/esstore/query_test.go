@@ -30,6 +30,10 @@ func TestPageAndCount(t *testing.T) {
 		t.Fatalf("page without indices: %v %v", hits, err)
 	}
 
+	if u, err := s.IndexUUIDs(ctx); err != nil || len(u) != 0 {
+		t.Fatalf("index uuids without indices: %v %v", u, err)
+	}
+
 	// Two days, a shared timestamp (ties broken by id), and clients whose names look like query syntax.
 	t0 := time.Date(2026, 2, 3, 23, 59, 59, 999999000, time.UTC)
 	put := func(id, client string, ts time.Time) {
@@ -45,6 +49,24 @@ func TestPageAndCount(t *testing.T) {
 	put("x1", "*", t0)
 	put("x2", "a OR b", t0)
 	put("x3", "a*", t0)
+
+	// The indices' UUIDs from the metadata are those the shard statistics report.
+	uuids, err := s.IndexUUIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards, err := s.Shards(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range shards {
+		if !uuids[sh.IndexUUID] {
+			t.Errorf("shard %+v: uuid not among %v", sh, uuids)
+		}
+	}
+	if len(uuids) != 2 {
+		t.Errorf("uuids %v, want the two daily indices", uuids)
+	}
 
 	page := func(q esstore.PageQuery) []string {
 		t.Helper()

@@ -38,6 +38,9 @@ type Feed interface {
 	Shards(ctx context.Context) ([]esstore.Shard, error)
 	// RefreshIndices makes every operation up to the checkpoints read before it searchable.
 	RefreshIndices(ctx context.Context, indices ...string) error
+	// IndexUUIDs lists every event index that exists, from the cluster metadata (unlike Shards,
+	// it includes indices whose shards cannot answer).
+	IndexUUIDs(ctx context.Context) (map[string]bool, error)
 	// ReadShard returns matching documents with After < _seq_no ≤ UpTo in _seq_no order.
 	ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error)
 }

@@ -74,9 +74,9 @@ type streams struct {
 // snapshot is the state of the shards after one poll: every operation up to each shard's
 // global checkpoint is searchable. Immutable once published.
 type snapshot struct {
-	at     time.Time
+	at     time.Time // when the poll started: alive was read later
 	shards []esstore.Shard
-	uuids  map[string]bool
+	alive  map[string]bool // UUIDs of every event index that exists (cluster metadata)
 }
 
 func newStreams(feed Feed, cfg config.Search, logger *slog.Logger, m *Metrics) *streams {
@@ -152,11 +152,15 @@ func (p *streams) poll(ctx context.Context, refreshed map[shardKey]int64) error 
 	if err != nil {
 		return fmt.Errorf("shard checkpoints: %w", err)
 	}
+	start2 := time.Now()
+	alive, err := p.feed.IndexUUIDs(ctx)
+	p.metrics.observe("index_uuids", start2, err)
+	if err != nil {
+		return fmt.Errorf("index uuids: %w", err)
+	}
 	var stale []string
 	seen := map[string]bool{}
-	uuids := make(map[string]bool, len(shards))
 	for _, sh := range shards {
-		uuids[sh.IndexUUID] = true
 		r, ok := refreshed[shardKey{sh.IndexUUID, sh.Shard}]
 		if sh.GlobalCheckpoint >= 0 && (!ok || sh.GlobalCheckpoint > r) {
 			if !seen[sh.Index] {
@@ -166,15 +170,15 @@ func (p *streams) poll(ctx context.Context, refreshed map[shardKey]int64) error 
 		}
 	}
 	if len(stale) > 0 {
-		start = time.Now()
+		start2 = time.Now()
 		err := p.feed.RefreshIndices(ctx, stale...)
-		p.metrics.observe("refresh", start, err)
+		p.metrics.observe("refresh", start2, err)
 		if err != nil {
 			return fmt.Errorf("refresh: %w", err)
 		}
 	}
 	for k := range refreshed {
-		if !uuids[k.uuid] {
+		if !alive[k.uuid] {
 			delete(refreshed, k)
 		}
 	}
@@ -183,7 +187,7 @@ func (p *streams) poll(ctx context.Context, refreshed map[shardKey]int64) error 
 			refreshed[shardKey{sh.IndexUUID, sh.Shard}] = sh.GlobalCheckpoint
 		}
 	}
-	p.publish(&snapshot{at: start, shards: shards, uuids: uuids})
+	p.publish(&snapshot{at: start, shards: shards, alive: alive})
 	return nil
 }
 
@@ -237,7 +241,7 @@ func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
 	w.WriteHeader(http.StatusOK)
 
-	st := &streamState{tok: tok, scanned: map[shardKey]int64{}, filter: f, bind: b}
+	st := &streamState{tok: tok, scanned: map[shardKey]int64{}, filter: f, bind: b, started: time.Now()}
 	sw := &sseWriter{w: w, rc: rc, timeout: max(2*s.cfg.StreamHeartbeat, 10*time.Second)}
 	// An id-only message sets the reader's last event id without an event: a reader that
 	// reconnects before any event arrives still resumes from its subscription time.
@@ -285,7 +289,8 @@ type streamState struct {
 	tok     token
 	scanned map[shardKey]int64
 	filter  esstore.Filter
-	bind    []byte // the binding of the stream's parameters, computed once
+	bind    []byte    // the binding of the stream's parameters, computed once
+	started time.Time // when this connection began
 }
 
 func (st *streamState) position(k shardKey) int64 {
@@ -317,15 +322,19 @@ var (
 // read was cut at streamBatch. An Elasticsearch failure leaves the positions where they are and
 // waits for the next snapshot; only a failed write (the client left) ends the stream.
 func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, snap *snapshot) error {
-	// Indices deleted since (retention) will never come back under their UUID: forget them.
-	// Indices are only ever deleted, never closed, so absence from the stats means deletion.
-	for k := range st.tok.pos {
-		if !snap.uuids[k.uuid] {
-			delete(st.tok.pos, k)
+	// Forget positions in deleted indices (retention): a deleted index never returns under its
+	// UUID. Deleted means absent from the metadata read after this connection began: the token
+	// may come from another replica and name an index created after this replica's last poll,
+	// and dropping that position would make the index be read again from the start.
+	if snap.at.After(st.started) {
+		for k := range st.tok.pos {
+			if !snap.alive[k.uuid] {
+				delete(st.tok.pos, k)
+			}
 		}
 	}
-	for k := range st.scanned {
-		if !snap.uuids[k.uuid] {
+	for k := range st.scanned { // memory only: dropping an entry costs a read, never a duplicate
+		if !snap.alive[k.uuid] {
 			delete(st.scanned, k)
 		}
 	}

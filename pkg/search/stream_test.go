@@ -56,6 +56,25 @@ func (f *fakeFeed) add(i int, client, typ string) string {
 	return id
 }
 
+// addIndex adds a shard of a new index; dropIndex deletes an index.
+func (f *fakeFeed) addIndex(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shards = append(f.shards, &fakeShard{index: name, uuid: "uuid-" + name})
+	return len(f.shards) - 1
+}
+
+func (f *fakeFeed) dropIndex(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, s := range f.shards {
+		if s.index == name {
+			f.shards = append(f.shards[:i], f.shards[i+1:]...)
+			return
+		}
+	}
+}
+
 func (f *fakeFeed) setFail(v bool) {
 	f.mu.Lock()
 	f.fail = v
@@ -77,6 +96,19 @@ func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
 }
 
 func (f *fakeFeed) RefreshIndices(ctx context.Context, indices ...string) error { return nil }
+
+func (f *fakeFeed) IndexUUIDs(ctx context.Context) (map[string]bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return nil, fmt.Errorf("uuids: %w", event.ErrUnavailable)
+	}
+	out := map[string]bool{}
+	for _, s := range f.shards {
+		out[s.uuid] = true
+	}
+	return out, nil
+}
 
 func (f *fakeFeed) ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error) {
 	f.mu.Lock()
@@ -278,6 +310,50 @@ func TestStreamResumesFromTheStartToken(t *testing.T) {
 	}
 	if _, status, _ := srv.tryStream(t, q, start.id[:len(start.id)-3]); status != 400 {
 		t.Fatalf("truncated token: %d", status)
+	}
+}
+
+// TestStreamKeepsPositionsOfIndicesAReplicaHasNotSeenYet: a reader resumes on a replica whose
+// last poll predates an index the token names. The position must survive until that replica
+// sees the index (forgetting it would replay the index); once the index is deleted, the
+// position leaves the token.
+func TestStreamKeepsPositionsOfIndicesAReplicaHasNotSeenYet(t *testing.T) {
+	feed := newFakeFeed("a-1/0")
+	fast, slow := testConfig(), testConfig()
+	fast.StreamPoll, slow.StreamPoll = 10*time.Millisecond, time.Second
+	a := startServer(t, &fakeStore{t: t}, feed, fast)
+	b := startServer(t, &fakeStore{t: t}, feed, slow)
+	q := url.Values{"clientId": {"c"}}
+
+	st := b.openStream(t, q, "") // b polls now, and not again for a second
+	start := st.next(t).id
+	st.close()
+
+	x := feed.addIndex("x-2")
+	ids := []string{feed.add(0, "c", ""), feed.add(x, "c", "")}
+	st = a.openStream(t, q, start)
+	var last string
+	for _, want := range ids {
+		e, id := st.nextEvent(t)
+		if e.ID != want {
+			t.Fatalf("got %s, want %s", e.ID, want)
+		}
+		last = id
+	}
+	st.close()
+
+	st = b.openStream(t, q, last) // b's snapshot does not know x-2 yet
+	sentinel := feed.add(0, "c", "")
+	e, withX := st.nextEvent(t)
+	if e.ID != sentinel {
+		t.Fatalf("after resuming on the lagging replica: %s, want the sentinel %s (x-2 read again)", e.ID, sentinel)
+	}
+
+	feed.dropIndex("x-2")
+	after := feed.add(0, "c", "")
+	e, withoutX := st.nextEvent(t)
+	if e.ID != after || len(withoutX) >= len(withX) {
+		t.Fatalf("after deleting x-2: %s, token %d characters (was %d)", e.ID, len(withoutX), len(withX))
 	}
 }
 
