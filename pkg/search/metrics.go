@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		queryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "spillway_search_es_query_duration_seconds",
-			Help:    "Elasticsearch request latency seen by search, by operation (page, count, get, shards, refresh, read_shard) and outcome (ok, error).",
+			Help:    "Elasticsearch request latency seen by search, by operation (page, count, get, shards, index_uuids, refresh, read_shard) and outcome (ok, error).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"op", "outcome"}),
 	}
