@@ -5,12 +5,14 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/httpx"
+	"github.com/spillway/spillway/pkg/search"
 )
 
 func main() { os.Exit(app.Main(config.RoleSearch, nil, os.Args[1:], run)) }
@@ -24,9 +26,23 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 	health := httpx.NewHealth(2 * time.Second)
 	health.AddCheck("elasticsearch", es.Ping)
 
+	reg := httpx.NewRegistry()
+	svc := search.New(es, es, cfg.Search, logger.With("component", "search"), reg)
 	router := httpx.NewRouter()
-	return app.Serve(ctx, app.Service{
+	svc.Mount(router)
+
+	// The stream poller stops with ctx (SIGTERM), which ends the open streams, so the graceful
+	// shutdown does not wait the whole grace period for readers that never hang up.
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); svc.Run(pollCtx) }()
+
+	err = app.Serve(ctx, app.Service{
 		Name: "search", Logger: logger, HTTP: cfg.HTTP, Router: router,
-		Registry: httpx.NewRegistry(), Health: health,
+		Registry: reg, Health: health,
 	})
+	stopPoll() // also when Serve failed before ctx ended
+	wg.Wait()
+	return err
 }

@@ -267,6 +267,10 @@ func (c *Config) Validate() error {
 	positiveDur(bad, "search.stream_poll", s.StreamPoll)
 	positiveDur(bad, "search.stream_heartbeat", s.StreamHeartbeat)
 	positiveDur(bad, "search.query_timeout", s.QueryTimeout)
+	if k := s.CursorKey.Value(); k != "" && len(k) < 16 {
+		// A short key could be found offline from the cursors clients hold, and then forged.
+		bad("search.cursor_key", "must be empty (a random key per process) or at least 16 bytes")
+	}
 	if s.PostgresMaxConns < 1 || s.PostgresMaxConns > 100 {
 		bad("search.postgres_max_conns", "must be between 1 and 100")
 	}

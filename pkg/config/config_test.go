@@ -111,6 +111,7 @@ func TestInvalidValuesNameTheKey(t *testing.T) {
 		{"pool too big", []string{"--postgres.max_conns", "500"}, nil, "postgres.max_conns"},
 		{"bad prefix", []string{"--elasticsearch.index_prefix", "Events*"}, nil, "elasticsearch.index_prefix"},
 		{"bad log level", []string{"--log.level", "loud"}, nil, "log.level"},
+		{"short cursor key", nil, map[string]string{"SPILLWAY_SEARCH_CURSOR_KEY": "short"}, "search.cursor_key"},
 		{"unknown file key", []string{"--config", typo}, nil, "ingest.max_event"},
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "config"},
 	}
@@ -140,7 +141,7 @@ func TestSecretsAreRedacted(t *testing.T) {
 		"SPILLWAY_ELASTICSEARCH_URLS":     "https://elastic:s3cr3t@es:9243",
 		"SPILLWAY_ELASTICSEARCH_PASSWORD": "pw-xyz",
 		"SPILLWAY_ELASTICSEARCH_API_KEY":  "key-xyz",
-		"SPILLWAY_SEARCH_CURSOR_KEY":      "cursor-xyz",
+		"SPILLWAY_SEARCH_CURSOR_KEY":      "cursor-xyz-0123456789",
 	}))
 	if err != nil {
 		t.Fatal(err)

@@ -88,7 +88,21 @@ func (s *Store) RefreshIndices(ctx context.Context, indices ...string) error {
 	}
 	res, err := s.es.Indices.Refresh(s.es.Indices.Refresh.WithIndex(indices...),
 		s.es.Indices.Refresh.WithIgnoreUnavailable(true), s.es.Indices.Refresh.WithContext(ctx))
-	return check(res, err, "refresh")
+	var out struct {
+		Shards struct {
+			Total  int `json:"total"`
+			Failed int `json:"failed"`
+		} `json:"_shards"`
+	}
+	if err := decode(res, err, "refresh", &out); err != nil {
+		return err
+	}
+	// A partly failed refresh still answers 200; a copy that did not refresh could serve a read
+	// that misses operations below the checkpoint, and the reader would move past them.
+	if out.Shards.Failed > 0 {
+		return fmt.Errorf("refresh: %d of %d shard copies failed: %w", out.Shards.Failed, out.Shards.Total, event.ErrUnavailable)
+	}
+	return nil
 }
 
 // FeedQuery selects operations of one shard by sequence number.

@@ -1,0 +1,208 @@
+// Package search is Spillway's read API: events of clients by time with stable cursor
+// pagination, exact counts, single events by id, and a live Server-Sent Events stream — all
+// answered from Elasticsearch, so events are readable long before they reach PostgreSQL.
+package search
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
+	"github.com/spillway/spillway/pkg/httpx"
+)
+
+// Store answers the paginated, counting and by-id queries. Implementations must be safe for
+// concurrent use; esstore.Store is the production one.
+type Store interface {
+	// Page returns up to q.Size events in (timestamp, id) order strictly after q.After.
+	Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error)
+	// Count returns the exact number of events matching f.
+	Count(ctx context.Context, f esstore.Filter) (int64, error)
+	// Get returns one event or an error matching event.ErrNotFound.
+	Get(ctx context.Context, id string) (event.Event, error)
+}
+
+// Feed is the per-shard _seq_no feed the live stream follows (see esstore/feed.go).
+// Implementations must be safe for concurrent use.
+type Feed interface {
+	// Shards lists the shards of the event indices with their global checkpoints.
+	Shards(ctx context.Context) ([]esstore.Shard, error)
+	// RefreshIndices makes every operation up to the checkpoints read before it searchable.
+	RefreshIndices(ctx context.Context, indices ...string) error
+	// IndexUUIDs lists every event index that exists, from the cluster metadata (unlike Shards,
+	// it includes indices whose shards cannot answer).
+	IndexUUIDs(ctx context.Context) (map[string]bool, error)
+	// ReadShard returns matching documents with After < _seq_no ≤ UpTo in _seq_no order.
+	ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error)
+}
+
+// Service serves the read API. Create it with New, mount it with Mount and run its stream
+// poller with Run; it is safe for concurrent use.
+type Service struct {
+	store   Store
+	cfg     config.Search
+	logger  *slog.Logger
+	metrics *Metrics
+	signer  *signer
+	streams *streams
+}
+
+// New builds the service. With an empty cfg.CursorKey, cursors and stream tokens are signed
+// with a random per-process key: they then work only on this process until it restarts, so
+// several replicas behind one load balancer must share a configured key.
+func New(store Store, feed Feed, cfg config.Search, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	sg, random := newSigner(cfg.CursorKey.Value())
+	if random {
+		logger.Warn("search.cursor_key is empty: signing cursors with a random per-process key; cursors and stream tokens will not survive a restart or work on another replica")
+	}
+	m := NewMetrics(reg)
+	s := &Service{store: store, cfg: cfg, logger: logger, metrics: m, signer: sg}
+	s.streams = newStreams(feed, cfg, logger, m)
+	return s
+}
+
+// Mount adds the API routes to r. count and stream are registered before {id}, which would
+// otherwise match them.
+func (s *Service) Mount(r *mux.Router) {
+	r.HandleFunc("/api/v1/events", s.list).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/events/count", s.count).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/events/stream", s.stream).Methods(http.MethodGet)
+	r.HandleFunc("/api/v1/events/{id}", s.get).Methods(http.MethodGet)
+}
+
+// Run polls Elasticsearch for the live streams until ctx ends; the streams end with it, so a
+// shutting-down server does not wait for them. Call it once.
+func (s *Service) Run(ctx context.Context) { s.streams.run(ctx) }
+
+// maxWindow is Elasticsearch's default index.max_result_window: the largest size of one search.
+const maxWindow = 10000
+
+// eventJSON is an event as the API returns it, times in event.TimeFormat.
+type eventJSON struct {
+	ID         string          `json:"id"`
+	ClientID   string          `json:"clientId"`
+	Type       string          `json:"type,omitempty"`
+	Timestamp  string          `json:"timestamp"`
+	IngestedAt string          `json:"ingestedAt"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+}
+
+func toJSON(e event.Event) eventJSON {
+	return eventJSON{ID: e.ID, ClientID: e.ClientID, Type: e.Type,
+		Timestamp: event.Truncate(e.Timestamp).Format(event.TimeFormat), IngestedAt: event.Truncate(e.IngestedAt).Format(event.TimeFormat),
+		Payload: e.Payload}
+}
+
+// listResponse is the body of GET /api/v1/events; NextCursor is absent on the last page.
+type listResponse struct {
+	Events     []eventJSON `json:"events"`
+	NextCursor string      `json:"nextCursor,omitempty"`
+}
+
+// queryContext bounds a JSON handler's work: the server has no write timeout (streams run for
+// hours), so each handler enforces search.query_timeout itself.
+func (s *Service) queryContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
+}
+
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+		err = &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+			Message: "query took longer than search.query_timeout; retry or narrow it", Err: err}
+	}
+	httpx.WriteError(w, r, s.logger, err)
+}
+
+func (s *Service) list(w http.ResponseWriter, r *http.Request) {
+	q, err := s.parseList(r.URL.RawQuery)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := s.queryContext(r)
+	defer cancel()
+	// One more than asked tells whether another page exists without a second query — except at
+	// Elasticsearch's 10,000-hit window (search.max_limit may be set to it), where a full page
+	// gets a cursor and the page after it may be empty.
+	size, probe := q.limit+1, true
+	if size > maxWindow {
+		size, probe = q.limit, false
+	}
+	start := time.Now()
+	hits, err := s.store.Page(ctx, esstore.PageQuery{Filter: q.filter, Desc: q.desc, After: q.after, Size: size})
+	s.metrics.observe("page", start, err)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	n := min(len(hits), q.limit)
+	resp := listResponse{Events: make([]eventJSON, 0, n)}
+	for _, h := range hits[:n] {
+		resp.Events = append(resp.Events, toJSON(h.Event))
+	}
+	if len(hits) > q.limit || !probe && len(hits) == q.limit {
+		resp.NextCursor = s.signer.encodeCursor(q.binding(), hits[n-1].Key)
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+}
+
+func (s *Service) count(w http.ResponseWriter, r *http.Request) {
+	f, err := s.parseCount(r.URL.RawQuery)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx, cancel := s.queryContext(r)
+	defer cancel()
+	start := time.Now()
+	n, err := s.store.Count(ctx, f)
+	s.metrics.observe("count", start, err)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, map[string]int64{"count": n})
+}
+
+func (s *Service) get(w http.ResponseWriter, r *http.Request) {
+	id := mux.Vars(r)["id"]
+	if r.URL.RawQuery != "" {
+		if _, bad := parseValues(r.URL.RawQuery); len(bad) > 0 {
+			s.fail(w, r, bad.err())
+			return
+		}
+	}
+	if len(id) > maxIDBytes {
+		var bad problems
+		bad.add("id", "must be at most %d bytes", maxIDBytes)
+		s.fail(w, r, bad.err())
+		return
+	}
+	ctx, cancel := s.queryContext(r)
+	defer cancel()
+	start := time.Now()
+	e, err := s.store.Get(ctx, id)
+	if errors.Is(err, event.ErrNotFound) {
+		s.metrics.observe("get", start, nil)
+		httpx.WriteError(w, r, s.logger, &httpx.Error{Status: http.StatusNotFound, Code: "not_found", Message: "no event with this id"})
+		return
+	}
+	s.metrics.observe("get", start, err)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	httpx.WriteJSON(w, http.StatusOK, toJSON(e))
+}
