@@ -21,9 +21,18 @@ func main() { os.Exit(app.Main(config.RoleIngest, nil, os.Args[1:], run)) }
 
 func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logger) error {
 	logger.Info("starting", "config", cfg)
-	es, err := esstore.New(cfg.Elasticsearch, logger.With("component", "esstore"))
+	svc, err := wire(ctx, cfg, logger)
 	if err != nil {
 		return err
+	}
+	return app.Serve(ctx, *svc)
+}
+
+// wire wires the ingest service; tests use it to see the routes as served.
+func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app.Service, error) {
+	es, err := esstore.New(cfg.Elasticsearch, logger.With("component", "esstore"))
+	if err != nil {
+		return nil, err
 	}
 	health := httpx.NewHealth(2 * time.Second)
 	health.AddCheck("elasticsearch", es.Ping)
@@ -49,7 +58,7 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 		OnFlush:       mon.ObserveFlush,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	h := ingest.New(cfg.Ingest, ingest.Options{Writer: writer, Monitor: mon, Logger: ilog,
 		Ready: func() error {
@@ -60,8 +69,8 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 		}})
 	router := httpx.NewRouter()
 	h.Mount(router)
-	return app.Serve(ctx, app.Service{
+	return &app.Service{
 		Name: "ingest", Logger: logger, HTTP: cfg.HTTP, Router: router,
-		Registry: reg, Health: health, Drain: h.Drain,
-	})
+		Registry: reg, Health: health, Drain: h.Drain, OpenAPI: true,
+	}, nil
 }

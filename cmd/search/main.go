@@ -19,17 +19,10 @@ func main() { os.Exit(app.Main(config.RoleSearch, nil, os.Args[1:], run)) }
 
 func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logger) error {
 	logger.Info("starting", "config", cfg)
-	es, err := esstore.New(cfg.Elasticsearch, logger.With("component", "esstore"))
+	service, svc, err := build(cfg, logger)
 	if err != nil {
 		return err
 	}
-	health := httpx.NewHealth(2 * time.Second)
-	health.AddCheck("elasticsearch", es.Ping)
-
-	reg := httpx.NewRegistry()
-	svc := search.New(es, es, cfg.Search, logger.With("component", "search"), reg)
-	router := httpx.NewRouter()
-	svc.Mount(router)
 
 	// The stream poller stops with ctx (SIGTERM), which ends the open streams, so the graceful
 	// shutdown does not wait the whole grace period for readers that never hang up.
@@ -38,11 +31,27 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 	wg.Add(1)
 	go func() { defer wg.Done(); svc.Run(pollCtx) }()
 
-	err = app.Serve(ctx, app.Service{
-		Name: "search", Logger: logger, HTTP: cfg.HTTP, Router: router,
-		Registry: reg, Health: health,
-	})
+	err = app.Serve(ctx, *service)
 	stopPoll() // also when Serve failed before ctx ended
 	wg.Wait()
 	return err
+}
+
+// build wires the search service; tests use it to see the routes as served.
+func build(cfg *config.Config, logger *slog.Logger) (*app.Service, *search.Service, error) {
+	es, err := esstore.New(cfg.Elasticsearch, logger.With("component", "esstore"))
+	if err != nil {
+		return nil, nil, err
+	}
+	health := httpx.NewHealth(2 * time.Second)
+	health.AddCheck("elasticsearch", es.Ping)
+
+	reg := httpx.NewRegistry()
+	svc := search.New(es, es, cfg.Search, logger.With("component", "search"), reg)
+	router := httpx.NewRouter()
+	svc.Mount(router)
+	return &app.Service{
+		Name: "search", Logger: logger, HTTP: cfg.HTTP, Router: router,
+		Registry: reg, Health: health, OpenAPI: true,
+	}, svc, nil
 }

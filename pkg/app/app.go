@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
+	"github.com/spillway/spillway/api"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/httpx"
 )
@@ -93,24 +94,38 @@ type Service struct {
 	// Drain runs after the listener has stopped accepting and in-flight requests have finished
 	// (or the grace period ran out): flush buffers, answer waiters. It gets what is left of the grace.
 	Drain func(ctx context.Context) error
+	// OpenAPI serves the API description at /openapi.yaml (ingest and search).
+	OpenAPI bool
 	// Ready is closed once the listeners are open (tests use it); may be nil.
 	Ready chan<- net.Addr
+}
+
+// Mount completes the service's routers with what every service serves: request ids, HTTP
+// metrics, panic recovery and the draining guard on every route; /healthz and /readyz; the
+// OpenAPI document when OpenAPI is set; /metrics on the public router, or /metrics and pprof
+// on the returned admin router when HTTP.AdminAddr is set (nil otherwise). Serve calls it;
+// tests call it to see the router exactly as served. Call it once per Service.
+func (s *Service) Mount() (admin *mux.Router) {
+	metrics := httpx.NewMetrics(s.Registry, s.Name)
+	s.Router.Use(httpx.WithRequestID, metrics.Middleware, httpx.Recover(s.Logger), httpx.RejectWhenDraining(s.Health))
+	httpx.MountHealth(s.Router, s.Health)
+	if s.OpenAPI {
+		api.Mount(s.Router)
+	}
+	if s.HTTP.AdminAddr != "" {
+		admin = httpx.NewRouter()
+		httpx.MountHealth(admin, s.Health)
+		httpx.MountAdmin(admin, s.Registry, true)
+		return admin
+	}
+	httpx.MountAdmin(s.Router, s.Registry, false)
+	return nil
 }
 
 // Serve runs the service until ctx ends, then shuts down in order: /readyz fails, listeners
 // stop accepting and in-flight requests finish, Drain runs; all within HTTP.ShutdownGrace.
 func Serve(ctx context.Context, s Service) error {
-	metrics := httpx.NewMetrics(s.Registry, s.Name)
-	s.Router.Use(httpx.WithRequestID, metrics.Middleware, httpx.Recover(s.Logger), httpx.RejectWhenDraining(s.Health))
-	httpx.MountHealth(s.Router, s.Health)
-	var admin *mux.Router
-	if s.HTTP.AdminAddr != "" {
-		admin = httpx.NewRouter()
-		httpx.MountHealth(admin, s.Health)
-		httpx.MountAdmin(admin, s.Registry, true)
-	} else {
-		httpx.MountAdmin(s.Router, s.Registry, false)
-	}
+	admin := s.Mount()
 	limits := httpx.Limits{
 		ReadHeaderTimeout: s.HTTP.ReadHeaderTimeout, ReadTimeout: s.HTTP.ReadTimeout,
 		WriteTimeout: s.HTTP.WriteTimeout, IdleTimeout: s.HTTP.IdleTimeout,

@@ -1,0 +1,26 @@
+package main
+
+import (
+	"log/slog"
+	"testing"
+
+	"github.com/spillway/spillway/api"
+	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/testenv"
+)
+
+// TestRoutesMatchOpenAPI checks the router exactly as the binary serves it against
+// api/openapi.yaml: every documented search path answers, every routed path is documented.
+func TestRoutesMatchOpenAPI(t *testing.T) {
+	cfg, _, err := config.Load(config.RoleSearch, nil, nil, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Elasticsearch = testenv.DefaultES("http://127.0.0.1:1") // never contacted by the check
+	svc, _, err := build(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Mount()
+	api.CheckRoutes(t, svc.Router, "search")
+}
