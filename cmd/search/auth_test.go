@@ -195,7 +195,7 @@ func TestRateLimitFloodingClientIsThrottled(t *testing.T) {
 			}
 			url, _ := serveBuilt(t, load(t, args...))
 			var (
-				mu                           sync.Mutex
+				mu                            sync.Mutex
 				flood200, flood429, polite200 int
 				floodLat, politeLat           []time.Duration
 				wg                            sync.WaitGroup
@@ -261,4 +261,3 @@ func pct(ds []time.Duration, p int) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[min(len(s)-1, len(s)*p/100)].Round(100 * time.Microsecond)
 }
-
