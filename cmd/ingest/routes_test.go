@@ -23,7 +23,7 @@ func TestRoutesMatchOpenAPI(t *testing.T) {
 	defer cancel() // stops the background template installer
 	// With keys (the production shape: API and /metrics behind subrouters) and open on loopback.
 	for name, a := range map[string]config.Auth{
-		"keys": {Keys: "ops:admin:" + auth.Hash(auth.NewKey())},
+		"keys": {Keys: config.Secret("ops:admin:" + auth.Hash(auth.NewKey()))},
 		"open": {},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -20,7 +20,7 @@ func TestRoutesMatchOpenAPI(t *testing.T) {
 	cfg.Elasticsearch = testenv.DefaultES("http://127.0.0.1:1") // never contacted by the check
 	// With keys (the production shape: API and /metrics behind subrouters) and open on loopback.
 	for name, a := range map[string]config.Auth{
-		"keys": {Keys: "ops:admin:" + auth.Hash(auth.NewKey())},
+		"keys": {Keys: config.Secret("ops:admin:" + auth.Hash(auth.NewKey()))},
 		"open": {},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -143,13 +143,13 @@ func (s *Service) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 // usage error — to run without keys on a non-loopback address unless auth.insecure_no_auth is
 // set. Running open is logged as a warning; the keys themselves never are.
 func Authenticator(c config.Auth, addr string, logger *slog.Logger) (*auth.Authenticator, error) {
-	a, err := auth.New(auth.Options{KeysFile: c.KeysFile, Keys: c.Keys, InsecureNoAuth: c.InsecureNoAuth, Addr: addr})
+	a, err := auth.New(auth.Options{KeysFile: c.KeysFile, Keys: c.Keys.Value(), InsecureNoAuth: c.InsecureNoAuth, Addr: addr})
 	if err != nil {
 		return nil, &UsageError{Msg: err.Error()}
 	}
 	switch {
 	case a != nil:
-		logger.Info("API keys loaded: requests need a key", "keys", a.Len())
+		logger.Info("API keys loaded: requests need a key", "keys", a.Len(), "names", a.Names())
 	case auth.IsLoopback(addr):
 		logger.Warn("no API keys configured: serving WITHOUT authentication, on loopback only; anyone on this machine can read and write events",
 			"addr", addr)

@@ -157,6 +157,15 @@ func New(o Options) (*Authenticator, error) {
 // Len is the number of configured keys.
 func (a *Authenticator) Len() int { return len(a.keys) }
 
+// Names lists the configured keys' names (not secret: they identify keys in logs and errors).
+func (a *Authenticator) Names() []string {
+	out := make([]string, len(a.keys))
+	for i, k := range a.keys {
+		out[i] = k.Name
+	}
+	return out
+}
+
 // parseInline reads "name:role:sha256:<hex>[:client,client]".
 func parseInline(s string) (Key, error) {
 	parts := strings.SplitN(s, ":", 5)
