@@ -269,33 +269,42 @@ func TestRateLimitFloodingClientIsThrottled(t *testing.T) {
 			}
 			s := serveWired(t, load(t, args...))
 			alone := runFlood(t, s, 0, floodKey, politeKey) // the polite client's latency without a flood, for the log
-			res := runFlood(t, s, 4, floodKey, politeKey)
-			res.acked += alone.acked
+			res := runFlood(t, s, 2, floodKey, politeKey)
 			if res.polite429 > 0 || res.politeOther > 0 {
 				t.Fatalf("polite client refused: %d×429, %d other failures", res.polite429, res.politeOther)
 			}
-			if res.flood429 == 0 || res.flood201 == 0 || res.floodOther > 0 {
-				t.Fatalf("flood: %d×201, %d×429, %d other; want both 201s and 429s only", res.flood201, res.flood429, res.floodOther)
+			// A flood request may also meet a 503 when the machine is so loaded that Elasticsearch
+			// does not acknowledge within ingest.ack_timeout: that is not the limiter's doing.
+			if res.flood429 == 0 || res.flood201 == 0 {
+				t.Fatalf("flood: %d×201, %d×429, %d×503; want both 201s and 429s", res.flood201, res.flood429, res.flood503)
 			}
-			if n := countPrefix(t, es); n != res.acked {
-				t.Fatalf("%d events stored, %d acknowledged", n, res.acked)
+			acked := append(res.acked, alone.acked...)
+			if n := countQuery(t, es, map[string]any{"ids": map[string]any{"values": acked}}); n != len(acked) {
+				t.Fatalf("%d of %d acknowledged events stored", n, len(acked))
 			}
-			t.Logf("%s: flood %d×201 %d×429 (p50 %v, p99 %v); polite %d×201 (p50 %v, p99 %v; alone p50 %v, p99 %v); %d events stored = acknowledged",
-				mode, res.flood201, res.flood429, pct(res.floodLat, 50), pct(res.floodLat, 99),
-				res.polite201, pct(res.politeLat, 50), pct(res.politeLat, 99), pct(alone.politeLat, 50), pct(alone.politeLat, 99), res.acked)
+			// Nothing of a 429 is stored: beyond the acknowledged flood events, at most those of
+			// 503 requests (whose fate the client does not know) can be there.
+			stored := countQuery(t, es, map[string]any{"term": map[string]any{"clientId": "flood"}})
+			if stored < 100*res.flood201 || stored > 100*(res.flood201+res.flood503) {
+				t.Fatalf("%d flood events stored; %d requests acknowledged, %d refused with 429, %d answered 503", stored, res.flood201, res.flood429, res.flood503)
+			}
+			t.Logf("%s: flood %d×201 %d×429 %d×503 (p50 %v, p99 %v); polite %d×201 (p50 %v, p99 %v; alone p50 %v, p99 %v); %d acknowledged events stored, none refused",
+				mode, res.flood201, res.flood429, res.flood503, pct(res.floodLat, 50), pct(res.floodLat, 99),
+				res.polite201, pct(res.politeLat, 50), pct(res.politeLat, 99), pct(alone.politeLat, 50), pct(alone.politeLat, 99),
+				len(acked))
 		})
 	}
 }
 
 type floodResult struct {
-	flood201, flood429, floodOther    int
+	flood201, flood429, flood503      int
 	polite201, polite429, politeOther int
 	floodLat, politeLat               []time.Duration
-	acked                             int
+	acked                             []string // ids of events answered 201
 }
 
 // runFlood runs flooders flooding senders (100 events per request, as fast as they are
-// answered) and one polite sender (10 events every 100 ms: 100/s, a third of the limit) until
+// answered: with 2 of them a 2-core machine is saturated) and one polite sender (10 events every 100 ms: 100/s, a third of the limit) until
 // the polite one has made 30 requests.
 func runFlood(t *testing.T, s *served, flooders int, floodKey, politeKey string) floodResult {
 	var (
@@ -304,21 +313,23 @@ func runFlood(t *testing.T, s *served, flooders int, floodKey, politeKey string)
 		wg  sync.WaitGroup
 	)
 	stop := make(chan struct{})
-	post := func(key, client string, n int, seq *int) (int, time.Duration, string) {
+	post := func(key, client string, n int, seq *int) (int, time.Duration, string, []string) {
 		mu.Lock()
 		*seq++
 		prefix := fmt.Sprintf("%s-%d-%d", client, flooders, *seq) // unique across runs: no duplicates
 		mu.Unlock()
 		var b strings.Builder
-		for i := 0; i < n; i++ {
-			fmt.Fprintf(&b, `{"id":"%s-%d","clientId":%q}`+"\n", prefix, i, client)
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%s-%d", prefix, i)
+			fmt.Fprintf(&b, `{"id":%q,"clientId":%q}`+"\n", ids[i], client)
 		}
 		start := time.Now()
 		status, hdr, body := s.do(t, "POST", "/api/v1/events", key, b.String())
 		if status == 429 && hdr.Get("Retry-After") == "" {
 			t.Errorf("429 without Retry-After: %s", body)
 		}
-		return status, time.Since(start), body
+		return status, time.Since(start), body, ids
 	}
 	var floodSeq, politeSeq int
 	for g := 0; g < flooders; g++ {
@@ -331,17 +342,18 @@ func runFlood(t *testing.T, s *served, flooders int, floodKey, politeKey string)
 					return
 				default:
 				}
-				status, d, body := post(floodKey, "flood", 100, &floodSeq)
+				status, d, body, ids := post(floodKey, "flood", 100, &floodSeq)
 				mu.Lock()
 				res.floodLat = append(res.floodLat, d)
 				switch status {
 				case 201:
 					res.flood201++
-					res.acked += 100
+					res.acked = append(res.acked, ids...)
 				case 429:
 					res.flood429++
+				case 503:
+					res.flood503++
 				default:
-					res.floodOther++
 					t.Errorf("flood: %d %s", status, body)
 				}
 				mu.Unlock()
@@ -352,13 +364,13 @@ func runFlood(t *testing.T, s *served, flooders int, floodKey, politeKey string)
 	defer tick.Stop()
 	for i := 0; i < 30; i++ {
 		<-tick.C
-		status, d, body := post(politeKey, "polite", 10, &politeSeq)
+		status, d, body, ids := post(politeKey, "polite", 10, &politeSeq)
 		mu.Lock()
 		res.politeLat = append(res.politeLat, d)
 		switch status {
 		case 201:
 			res.polite201++
-			res.acked += 10
+			res.acked = append(res.acked, ids...)
 		case 429:
 			res.polite429++
 		default:
