@@ -41,13 +41,20 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app.Se
 	if err != nil {
 		return nil, err
 	}
-	health := httpx.NewHealth(2 * time.Second)
-	health.AddCheck("elasticsearch", es.Ping)
-	health.AddCheck("template", es.CheckTemplate)
 	// The template is installed in the background so that ingest starts (and reports not ready)
 	// while Elasticsearch is still coming up. Events are refused until it is in place: an index
 	// created without it would get dynamic mappings.
 	var installed atomic.Bool
+	health := httpx.NewHealth(2 * time.Second)
+	health.AddCheck("elasticsearch", es.Ping)
+	health.AddCheck("template", func(ctx context.Context) error {
+		// Ready only once this process has installed it, as the handler demands: the template
+		// can be visible in Elasticsearch while the installing call is still being retried.
+		if !installed.Load() {
+			return errors.New("index template not installed by this process yet")
+		}
+		return es.CheckTemplate(ctx)
+	})
 	go func() {
 		if app.Retry(ctx, logger, "install index template", 30*time.Second, es.InstallTemplate) == nil {
 			installed.Store(true)
