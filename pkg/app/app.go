@@ -124,7 +124,7 @@ func (s *Service) Mount() (admin *mux.Router) {
 		return admin
 	}
 	if s.Auth != nil {
-		// Metrics name clients, routes and error rates: on the public port they need an admin key.
+		// Metrics reveal traffic, error rates and internals: on the public port they need an admin key.
 		guarded := s.Router.NewRoute().Subrouter()
 		guarded.Use(auth.Require(s.Auth, auth.RoleAdmin, s.WriteError))
 		httpx.MountAdmin(guarded, s.Registry, false)
