@@ -317,6 +317,17 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// BoundaryMaxAge is how long search trusts a cold boundary it has read: four refresh
+// intervals, so one failed re-read does not matter.
+func (s Search) BoundaryMaxAge() time.Duration { return 4 * s.ColdBoundaryRefresh }
+
+// RetentionGrace is how long retention waits between moving the cold boundary and deleting
+// indices: until every search replica has re-read the boundary (BoundaryMaxAge) and finished the
+// queries it started with the old one (search.query_timeout), plus a second of slack.
+func (c *Config) RetentionGrace() time.Duration {
+	return c.Search.BoundaryMaxAge() + c.Search.QueryTimeout + time.Second
+}
+
 // RetentionAllowed says whether Elasticsearch indices older than olderThan may be dropped under
 // this configuration. Ingest accepts events up to ingest.max_past_age old: an index younger than
 // that (plus a day, for the index's own width and clock differences) could still receive an
