@@ -13,10 +13,12 @@ type metrics struct {
 	refused       *prometheus.CounterVec
 	boundaryReads *prometheus.CounterVec
 	boundary      prometheus.Gauge
-	stale         prometheus.Gauge
+	stale         prometheus.GaugeFunc
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the metrics on reg (when not nil); stale reports whether the boundary
+// in use is too old to trust, at scrape time.
+func newMetrics(reg prometheus.Registerer, stale func() bool) *metrics {
 	m := &metrics{
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_search_tier_queries_total",
@@ -39,9 +41,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_search_tier_boundary_timestamp_seconds",
 			Help: "The cold boundary in use (Unix time): events older are read from PostgreSQL. 0: none recorded (Elasticsearch holds everything).",
 		}),
-		stale: prometheus.NewGauge(prometheus.GaugeOpts{
+		stale: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "spillway_search_tier_boundary_stale",
 			Help: "1 while the last successful boundary read is older than its max age (ranges below the ingest horizon then answer 503).",
+		}, func() float64 {
+			if stale() {
+				return 1
+			}
+			return 0
 		}),
 	}
 	for _, t := range []string{"hot", "cold"} {
@@ -49,7 +56,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.queries.WithLabelValues(t, op, "ok")
 		}
 	}
-	m.stale.Set(1) // until the first read
 	if reg != nil {
 		reg.MustRegister(m.queries, m.latency, m.refused, m.boundaryReads, m.boundary, m.stale)
 	}
@@ -63,12 +69,4 @@ func (m *metrics) observe(tier, op string, start time.Time, err error) {
 	}
 	m.queries.WithLabelValues(tier, op, outcome).Inc()
 	m.latency.WithLabelValues(tier, op).Observe(time.Since(start).Seconds())
-}
-
-func (m *metrics) setStale(stale bool) {
-	if stale {
-		m.stale.Set(1)
-	} else {
-		m.stale.Set(0)
-	}
 }

@@ -105,7 +105,9 @@ func New(hot Hot, cold Cold, opts Options) *Store {
 	if opts.MaxAge < opts.Refresh {
 		opts.MaxAge = 4 * opts.Refresh
 	}
-	return &Store{hot: hot, cold: cold, opts: opts, logger: opts.Logger, now: opts.Now, metrics: newMetrics(opts.Registerer)}
+	s := &Store{hot: hot, cold: cold, opts: opts, logger: opts.Logger, now: opts.Now}
+	s.metrics = newMetrics(opts.Registerer, func() bool { _, stale := s.boundary(s.now()); return stale })
+	return s
 }
 
 // Run re-reads the boundary every Refresh until ctx ends. Failures keep the last value, which
@@ -172,13 +174,16 @@ type split struct {
 	known bool
 }
 
+// boundary returns the boundary last read and whether that read is too old to trust.
+func (s *Store) boundary(now time.Time) (b time.Time, stale bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b, s.readAt.IsZero() || now.Sub(s.readAt) > s.opts.MaxAge
+}
+
 func (s *Store) split() split {
 	now := s.now()
-	s.mu.Lock()
-	b, readAt := s.b, s.readAt
-	s.mu.Unlock()
-	stale := readAt.IsZero() || now.Sub(readAt) > s.opts.MaxAge
-	s.metrics.setStale(stale)
+	b, stale := s.boundary(now)
 	if !stale {
 		return split{at: b, known: true}
 	}
