@@ -111,7 +111,7 @@ func setupHistory(t *testing.T, pgCfg config.Postgres, events []event.Event, now
 // precreate creates the events' daily indices (from the template) a few at a time: a bulk
 // request creates the indices it needs one after the other, which dominates a test's run time
 // when they are many.
-func precreate(t *testing.T, esURL string, es *esstore.Store, events []event.Event) {
+func precreate(t testing.TB, esURL string, es *esstore.Store, events []event.Event) {
 	t.Helper()
 	names := map[string]bool{}
 	for _, e := range events {
