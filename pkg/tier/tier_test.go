@@ -218,6 +218,10 @@ func world(t *testing.T) (*fakeStores, []event.Event) {
 	return f, all
 }
 
+// fixedClock never lets a boundary read go stale (a loaded machine could otherwise make a long
+// test cross MaxAge); TestColdOutage moves its own clock.
+func fixedClock() time.Time { return boundary.AddDate(0, 0, 40) }
+
 func newStore(f *fakeStores, now func() time.Time) *Store {
 	return New(fakeHot{f}, fakeCold{f}, Options{Prefix: "ev", Refresh: time.Second, MaxAge: 4 * time.Second,
 		HotHorizon: 31 * 24 * time.Hour, Now: now})
@@ -262,7 +266,7 @@ func paginate(t *testing.T, s *Store, f esstore.Filter, desc bool, size int, bet
 
 func TestPagesConcatenateTheTiersInBothOrders(t *testing.T) {
 	f, all := world(t)
-	s := newStore(f, time.Now)
+	s := newStore(f, fixedClock)
 	if err := s.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +307,7 @@ func TestPaginationSurvivesTheBoundaryMoving(t *testing.T) {
 	for _, desc := range []bool{false, true} {
 		for _, move := range []int{3, 20, 60} { // after which page the boundary moves
 			f, all := world(t)
-			s := newStore(f, time.Now)
+			s := newStore(f, fixedClock)
 			if err := s.Refresh(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -325,7 +329,7 @@ func TestPaginationSurvivesTheBoundaryMoving(t *testing.T) {
 
 func TestCountAddsTheTiers(t *testing.T) {
 	f, all := world(t)
-	s := newStore(f, time.Now)
+	s := newStore(f, fixedClock)
 	_ = s.Refresh(context.Background())
 	for _, rg := range []struct{ from, to time.Time }{{}, {from: boundary}, {to: boundary}, {from: boundary.Add(-time.Microsecond), to: boundary.Add(time.Microsecond)}} {
 		n, err := s.Count(context.Background(), esstore.Filter{ClientIDs: []string{"c0", "c1"}, From: rg.from, To: rg.to})
@@ -337,7 +341,7 @@ func TestCountAddsTheTiers(t *testing.T) {
 
 func TestGetFallsThroughToTheArchive(t *testing.T) {
 	f, _ := world(t)
-	s := newStore(f, time.Now)
+	s := newStore(f, fixedClock)
 	_ = s.Refresh(context.Background())
 	e, err := s.Get(context.Background(), "below-03")
 	if err != nil || e.ID != "below-03" || string(e.Payload) != `{"k":1}` {
@@ -348,7 +352,7 @@ func TestGetFallsThroughToTheArchive(t *testing.T) {
 	}
 	// Nothing ever dropped: Elasticsearch's "not found" is final; PostgreSQL is not asked.
 	g := newFake()
-	s = newStore(g, time.Now)
+	s = newStore(g, fixedClock)
 	_ = s.Refresh(context.Background())
 	if _, err := s.Get(context.Background(), "nope"); !errors.Is(err, event.ErrNotFound) || g.count("cold.get") != 0 {
 		t.Fatalf("no boundary: %v, cold gets %d", err, g.count("cold.get"))
@@ -448,7 +452,7 @@ func TestUnknownBoundaryAtStart(t *testing.T) {
 
 func TestBoundaryNeverMovesBackInMemory(t *testing.T) {
 	f, _ := world(t)
-	s := newStore(f, time.Now)
+	s := newStore(f, fixedClock)
 	_ = s.Refresh(context.Background())
 	f.mu.Lock()
 	f.boundary = boundary.AddDate(0, 0, -1)
