@@ -5,6 +5,7 @@
 //	archiver verify --from T1 --to T2 [--repair] compare both stores; exit 1 on mismatch
 //	archiver status [--json]                     positions, lag, rows, last error
 //	archiver backfill --from T1 --to T2          archive a @timestamp range outside the feed
+//	archiver retention --older-than 45d [--apply] drop verified daily indices; exit 1 if one is kept
 package main
 
 import (
@@ -33,6 +34,9 @@ type flags struct {
 	bucket   time.Duration
 	repair   bool
 	json     bool
+	// retention
+	olderThan string
+	apply     bool
 }
 
 func main() {
@@ -41,9 +45,11 @@ func main() {
 	f.fs.StringVar(&f.to, "to", "", "verify, backfill: end of the @timestamp range, exclusive")
 	f.fs.DurationVar(&f.bucket, "bucket", 0, "verify: bucket width (default archiver.verify_bucket)")
 	f.fs.BoolVar(&f.repair, "repair", false, "verify: copy events missing in PostgreSQL from Elasticsearch")
-	f.fs.BoolVar(&f.json, "json", false, "status: print JSON")
+	f.fs.BoolVar(&f.json, "json", false, "status, retention: print JSON")
+	f.fs.StringVar(&f.olderThan, "older-than", "", "retention: drop daily indices whose whole day is older than this (e.g. 45d, 1080h)")
+	f.fs.BoolVar(&f.apply, "apply", false, "retention: move the cold boundary and delete (default: only list what would happen)")
 	f.fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2] [--<config.key> value ...]\n")
+		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2 | retention --older-than D [--apply] [--json]] [--<config.key> value ...]\n")
 		f.fs.PrintDefaults()
 	}
 	os.Exit(app.Main(config.RoleArchiver, f.fs, os.Args[1:], f.run))
@@ -57,12 +63,13 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 	if len(args) > 1 {
 		return &app.UsageError{Msg: fmt.Sprintf("unexpected arguments %q", args[1:])}
 	}
-	allowed := map[string][]string{"run": nil, "verify": {"from", "to", "bucket", "repair"}, "status": {"json"}, "backfill": {"from", "to"}}
+	allowed := map[string][]string{"run": nil, "verify": {"from", "to", "bucket", "repair"}, "status": {"json"}, "backfill": {"from", "to"},
+		"retention": {"older-than", "apply", "json"}}
 	own, ok := allowed[cmd]
 	if !ok {
-		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill)", cmd)}
+		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill, retention)", cmd)}
 	}
-	for _, name := range []string{"from", "to", "bucket", "repair", "json"} {
+	for _, name := range []string{"from", "to", "bucket", "repair", "json", "older-than", "apply"} {
 		if f.fs.Changed(name) && !contains(own, name) {
 			return &app.UsageError{Msg: fmt.Sprintf("--%s does not apply to %s", name, cmd)}
 		}
@@ -83,6 +90,8 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 			return err
 		}
 		return backfill(ctx, cfg, logger, from, to)
+	case "retention":
+		return f.retention(ctx, cfg, logger)
 	}
 	return serve(ctx, cfg, logger)
 }
@@ -93,17 +102,15 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		return &app.UsageError{Msg: "postgres.max_conns: archiver run needs at least 2 (one connection holds the lease and writes the batches, the rest serve verification and health checks)"}
 	}
 	logger.Info("starting", "config", cfg)
-	if cfg.Archiver.RetentionAfter > 0 {
-		logger.Warn("archiver.retention_after is set but this build has no retention: no index is deleted")
-	}
 	es, pg, err := open(ctx, cfg, logger, "spillway-archiver")
 	if err != nil {
 		return err
 	}
 	defer pg.Close()
 	reg := httpx.NewRegistry()
+	// retention_after was validated with the configuration (config.RetentionAllowed).
 	a := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger.With("component", "archiver"),
-		Metrics: archive.NewMetrics(reg, pg)})
+		Metrics: archive.NewMetrics(reg, pg), Indices: es, Boundary: pg, RetentionGrace: cfg.RetentionGrace()})
 	health := httpx.NewHealth(2 * time.Second)
 	health.AddCheck("elasticsearch", es.Ping)
 	health.AddCheck("postgres", pg.Ping)
@@ -133,6 +140,10 @@ func verify(ctx context.Context, cfg *config.Config, logger *slog.Logger, req ar
 	defer pg.Close()
 	if err := pg.CheckSchema(ctx); err != nil {
 		return err
+	}
+	if b, ok, err := pg.ColdBoundary(ctx, es.Prefix()); err == nil && ok && req.From.Before(b) {
+		fmt.Fprintf(os.Stderr, "note: the range starts below the cold boundary %s: retention dropped the indices before it, so their archived rows count as extra\n",
+			b.Format(time.RFC3339))
 	}
 	a := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger})
 	rep, err := a.VerifyAndRecord(ctx, req)

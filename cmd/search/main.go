@@ -1,4 +1,5 @@
-// Command search answers clientId and time queries, and a live stream, from Elasticsearch.
+// Command search answers clientId and time queries, and a live stream, from Elasticsearch — and,
+// with search.cold_tier, the history below the cold boundary from PostgreSQL.
 package main
 
 import (
@@ -56,11 +57,15 @@ func build(cfg *config.Config, logger *slog.Logger) (*app.Service, *search.Servi
 	health.AddCheck("elasticsearch", es.Ping)
 
 	reg := httpx.NewRegistry()
-	svc := search.New(es, es, cfg.Search, logger.With("component", "search"), reg)
+	store, drain, err := readStore(cfg, es, reg, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc := search.New(store, es, cfg.Search, logger.With("component", "search"), reg)
 	router := httpx.NewRouter()
 	service := &app.Service{
 		Name: "search", Logger: logger, HTTP: cfg.HTTP, Router: router,
-		Registry: reg, Health: health, OpenAPI: true, Auth: authn,
+		Registry: reg, Health: health, OpenAPI: true, Auth: authn, Drain: drain,
 	}
 	// The API routes live on a subrouter so that only they need a key: /healthz, /readyz and
 	// /openapi.yaml stay open, /metrics is guarded by app.Service.Mount. Requests are counted

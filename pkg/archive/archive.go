@@ -112,6 +112,13 @@ type Options struct {
 	Metrics *Metrics
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Indices and Boundary are what Retention needs besides the stores above (*esstore.Store and
+	// *pgstore.Store); without them Retention fails and Run applies no retention.
+	Indices  Indices
+	Boundary Boundary
+	// RetentionGrace is Retention's wait between moving the cold boundary and deleting, when
+	// Run applies Config.RetentionAfter.
+	RetentionGrace time.Duration
 }
 
 // Archiver runs the archive's operations against one Elasticsearch prefix and one PostgreSQL
@@ -126,6 +133,10 @@ type Archiver struct {
 	metrics *Metrics
 	now     func() time.Time
 	lease   string
+
+	indices        Indices
+	boundary       Boundary
+	retentionGrace time.Duration
 
 	stopOnce sync.Once
 	stop     chan struct{} // closed by Stop: finish the current batch and return
@@ -142,6 +153,7 @@ func New(es Source, pg Sink, opts Options) *Archiver {
 	a := &Archiver{
 		es: es, pg: pg, cfg: opts.Config, writers: opts.Writers,
 		logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
+		indices: opts.Indices, boundary: opts.Boundary, retentionGrace: opts.RetentionGrace,
 		lease: "archiver:" + es.Prefix(),
 		stop:  make(chan struct{}), done: make(chan struct{}),
 	}

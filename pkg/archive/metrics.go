@@ -15,20 +15,24 @@ type PoolStats interface {
 
 // Metrics are the archiver's Prometheus metrics (spillway_archiver_*).
 type Metrics struct {
-	rows        *prometheus.CounterVec
-	docsRead    prometheus.Counter
-	batches     *prometheus.CounterVec
-	batchTime   prometheus.Histogram
-	copyBytes   prometheus.Counter
-	mismatches  *prometheus.GaugeVec
-	verifyRuns  *prometheus.CounterVec
-	errors      *prometheus.CounterVec
-	leader      prometheus.Gauge
-	lagMu       sync.Mutex
-	lagSrc      *lagState
-	lagNow      func() time.Time
-	collectors  []prometheus.Collector
-	poolSampler PoolStats
+	rows       *prometheus.CounterVec
+	docsRead   prometheus.Counter
+	batches    *prometheus.CounterVec
+	batchTime  prometheus.Histogram
+	copyBytes  prometheus.Counter
+	mismatches *prometheus.GaugeVec
+	verifyRuns *prometheus.CounterVec
+	errors     *prometheus.CounterVec
+	leader     prometheus.Gauge
+	// retention
+	retentionRuns  *prometheus.CounterVec
+	indicesDropped prometheus.Counter
+	boundary       prometheus.Gauge
+	lagMu          sync.Mutex
+	lagSrc         *lagState
+	lagNow         func() time.Time
+	collectors     []prometheus.Collector
+	poolSampler    PoolStats
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not registered). pool, when
@@ -72,12 +76,25 @@ func NewMetrics(reg prometheus.Registerer, pool PoolStats) *Metrics {
 			Name: "spillway_archiver_leader",
 			Help: "1 while this process holds the archiver lease and archives, 0 while it stands by.",
 		}),
+		retentionRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_archiver_retention_runs_total",
+			Help: "Periodic retention passes by result: ok, kept (an index failed verification and was kept), error.",
+		}, []string{"result"}),
+		indicesDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_archiver_indices_dropped_total",
+			Help: "Daily Elasticsearch indices deleted by retention after verification.",
+		}),
+		boundary: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_archiver_cold_boundary_timestamp_seconds",
+			Help: "The cold boundary as last set by retention in this process (Unix time; 0: not set here).",
+		}),
 		poolSampler: pool,
 	}
 	for _, k := range []string{"missing", "extra"} {
 		m.mismatches.WithLabelValues(k)
 	}
 	m.collectors = []prometheus.Collector{m.rows, m.docsRead, m.batches, m.batchTime, m.copyBytes, m.mismatches, m.verifyRuns, m.errors, m.leader,
+		m.retentionRuns, m.indicesDropped, m.boundary,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "spillway_archiver_lag_seconds",
 			Help: "Age (by ingestedAt) of the oldest indexed event not yet archived; 0 when caught up. Exported by the leader.",

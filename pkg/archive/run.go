@@ -111,6 +111,7 @@ func (a *Archiver) sleep(ctx context.Context, d time.Duration) bool {
 // lead archives while the lease is held. It returns nil when stopped, or the error that ended
 // the lease.
 func (a *Archiver) lead(ctx context.Context, lease Lease) error {
+	defer a.startRetention(ctx)()
 	bo := a.newBackoff()
 	var lastVerify time.Time
 	for !a.stopping() && ctx.Err() == nil {

@@ -124,6 +124,12 @@ type Search struct {
 	CursorKey          Secret        `mapstructure:"cursor_key"`
 	PostgresMaxConns   int32         `mapstructure:"postgres_max_conns"`
 	PostgresQueryLimit time.Duration `mapstructure:"postgres_statement_timeout"`
+	// ColdTier makes search answer the part of a query below the cold boundary from PostgreSQL
+	// (see README, "Tiers and retention"). Off: Elasticsearch only, PostgreSQL never contacted.
+	ColdTier bool `mapstructure:"cold_tier"`
+	// ColdBoundaryRefresh is how often search re-reads the cold boundary; retention waits a
+	// multiple of it between moving the boundary and deleting indices.
+	ColdBoundaryRefresh time.Duration `mapstructure:"cold_boundary_refresh"`
 }
 
 // Archiver configures the Elasticsearch-to-PostgreSQL copier.
@@ -134,7 +140,8 @@ type Archiver struct {
 	VerifyInterval time.Duration `mapstructure:"verify_interval"`
 	VerifyWindow   time.Duration `mapstructure:"verify_window"`
 	VerifyBucket   time.Duration `mapstructure:"verify_bucket"`
-	// RetentionAfter, when positive, lets `archiver run` drop verified indices older than it.
+	// RetentionAfter, when positive, makes `archiver run` drop the daily indices older than it
+	// once verified archived (what `archiver retention --older-than` does), hourly.
 	RetentionAfter time.Duration `mapstructure:"retention_after"`
 }
 
@@ -276,6 +283,8 @@ func (c *Config) Validate() error {
 	if s.PostgresMaxConns < 1 || s.PostgresMaxConns > 100 {
 		bad("search.postgres_max_conns", "must be between 1 and 100")
 	}
+	positiveDur(bad, "search.postgres_statement_timeout", s.PostgresQueryLimit)
+	positiveDur(bad, "search.cold_boundary_refresh", s.ColdBoundaryRefresh)
 
 	a := c.Archiver
 	if a.BatchSize < 1 || a.BatchSize > 10000 {
@@ -286,6 +295,11 @@ func (c *Config) Validate() error {
 	positiveDur(bad, "archiver.verify_bucket", a.VerifyBucket)
 	if a.VerifyInterval < 0 || a.VerifyWindow < 0 || a.RetentionAfter < 0 {
 		bad("archiver", "verify_interval, verify_window and retention_after must not be negative")
+	}
+	if a.RetentionAfter > 0 {
+		if err := RetentionAllowed(a.RetentionAfter, c); err != nil {
+			bad("archiver.retention_after", "%v", err)
+		}
 	}
 
 	rl := c.RateLimit
@@ -301,6 +315,32 @@ func (c *Config) Validate() error {
 
 	if len(errs) > 0 {
 		return &Error{Problems: errs}
+	}
+	return nil
+}
+
+// BoundaryMaxAge is how long search trusts a cold boundary it has read: four refresh
+// intervals, so one failed re-read does not matter.
+func (s Search) BoundaryMaxAge() time.Duration { return 4 * s.ColdBoundaryRefresh }
+
+// RetentionGrace is how long retention waits between moving the cold boundary and deleting
+// indices: until every search replica has re-read the boundary (BoundaryMaxAge) and finished the
+// queries it started with the old one (search.query_timeout), plus a second of slack.
+func (c *Config) RetentionGrace() time.Duration {
+	return c.Search.BoundaryMaxAge() + c.Search.QueryTimeout + time.Second
+}
+
+// RetentionAllowed says whether Elasticsearch indices older than olderThan may be dropped under
+// this configuration. Ingest accepts events up to ingest.max_past_age old: an index younger than
+// that (plus a day, for the index's own width and clock differences) could still receive an
+// event after it was dropped, below the cold boundary where search no longer looks. And without
+// search.cold_tier, search would stop returning the dropped events altogether.
+func RetentionAllowed(olderThan time.Duration, c *Config) error {
+	if floor := c.Ingest.MaxPastAge + 24*time.Hour; olderThan <= floor {
+		return fmt.Errorf("must be longer than ingest.max_past_age + 24h (%s), or an index could be recreated by a late event after it was dropped; got %s", floor, olderThan)
+	}
+	if !c.Search.ColdTier {
+		return fmt.Errorf("needs search.cold_tier=true (in the configuration search runs with, too): without it search does not read PostgreSQL and dropped events would vanish from the API")
 	}
 	return nil
 }

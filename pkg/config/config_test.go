@@ -112,6 +112,9 @@ func TestInvalidValuesNameTheKey(t *testing.T) {
 		{"bad prefix", []string{"--elasticsearch.index_prefix", "Events*"}, nil, "elasticsearch.index_prefix"},
 		{"bad log level", []string{"--log.level", "loud"}, nil, "log.level"},
 		{"short cursor key", nil, map[string]string{"SPILLWAY_SEARCH_CURSOR_KEY": "short"}, "search.cursor_key"},
+		{"retention inside max past age", []string{"--archiver.retention_after", "744h", "--search.cold_tier", "true"}, nil, "archiver.retention_after"},
+		{"retention without cold tier", []string{"--archiver.retention_after", "1000h"}, nil, "archiver.retention_after"},
+		{"zero boundary refresh", []string{"--search.cold_boundary_refresh", "0s"}, nil, "search.cold_boundary_refresh"},
 		{"unknown file key", []string{"--config", typo}, nil, "ingest.max_event"},
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "config"},
 	}
@@ -126,6 +129,30 @@ func TestInvalidValuesNameTheKey(t *testing.T) {
 				t.Fatalf("error %q does not name %q", err, tc.key)
 			}
 		})
+	}
+}
+
+func TestRetentionAllowed(t *testing.T) {
+	cfg, _, err := Load(RoleArchiver, nil, []string{"--ingest.max_past_age", "48h", "--search.cold_tier", "true",
+		"--archiver.retention_after", "73h"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		olderThan time.Duration
+		coldTier  bool
+		ok        bool
+	}{
+		{72 * time.Hour, true, false}, // max_past_age + 24h exactly: a late event could still land a day below
+		{72*time.Hour + time.Nanosecond, true, true},
+		{30 * 24 * time.Hour, true, true},
+		{30 * 24 * time.Hour, false, false},
+	} {
+		c := *cfg
+		c.Search.ColdTier = tc.coldTier
+		if err := RetentionAllowed(tc.olderThan, &c); (err == nil) != tc.ok {
+			t.Errorf("%s, cold tier %v: err %v, want ok=%v", tc.olderThan, tc.coldTier, err, tc.ok)
+		}
 	}
 }
 

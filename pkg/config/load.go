@@ -84,6 +84,8 @@ func defaults(role Role) map[string]any {
 		"search.cursor_key":                 "",
 		"search.postgres_max_conns":         2,
 		"search.postgres_statement_timeout": 5 * time.Second,
+		"search.cold_tier":                  false,
+		"search.cold_boundary_refresh":      5 * time.Second,
 
 		"archiver.batch_size":      5000,
 		"archiver.poll_interval":   time.Second,

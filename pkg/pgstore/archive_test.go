@@ -225,7 +225,7 @@ func TestLeaseIsExclusiveAndDiesWithItsSession(t *testing.T) {
 	}
 	// The holder's session ends without unlocking (its backend is terminated, as when the
 	// process is killed): the lease is free at once, and the old holder notices.
-	if _, err := a.Pool().Exec(ctx, "SELECT pg_terminate_backend($1)", mustLeaderPID(t, a, "archiver:p")); err != nil {
+	if _, err := a.Pool().Exec(ctx, "SELECT pg_terminate_backend($1, 10000)", mustLeaderPID(t, a, "archiver:p")); err != nil {
 		t.Fatal(err)
 	}
 	if err := lb.Alive(ctx); err == nil {
