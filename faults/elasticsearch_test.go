@@ -82,26 +82,34 @@ func testStopped(t *testing.T, node *testenv.ESNode) {
 			"%.0f requests/s × %d events; one-event probes every 200 ms while it is down; ingest is not restarted.",
 		outage, cfg.Rate, cfg.EventsPerRequest))
 	ing := startIngest(t, esCfg, addr(t))
+	p := newProber(ing.URL, f.tr)
+	warmUp(t, f, p)
 	rss := sampleRSS(ing.Pid(), "before")
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
-	p := newProber(ing.URL, f.tr)
 	waitAcks(t, f.tr, 500)
 
+	f.step("load before the stop")
 	rss.phase("outage")
-	f.tr.setPhase("outage")
+	f.tr.setPhase("stopping")
 	node.Stop(t)
 	stopped := time.Now()
+	f.step("node stop (SIGTERM until exit)")
+	f.tr.setPhase("outage")
 	ctx, stopProbes := context.WithCancel(context.Background())
 	p.every(ctx, "outage", 200*time.Millisecond)
 	time.Sleep(outage)
 	stopProbes()
 	p.wait() // every outage probe answered before the node can answer again
+	f.step("stopped")
+	f.tr.setPhase("restarting")
 	node.Start(t)
+	f.step("node start (until its HTTP port opens)")
 	rss.phase("recovery")
 	f.tr.setPhase("recovery")
 	p.until(t, "recovery", http.StatusCreated, 3*time.Minute)
 	back := time.Since(stopped)
+	f.step("until the first 201")
 	rss.phase("after")
 	f.tr.setPhase("after")
 	waitAcks(t, f.tr, 500) // the load flows again, not just a probe
@@ -159,9 +167,10 @@ func testBlocked(t *testing.T, node *testenv.ESNode, name, blockHow, unblockHow 
 			"requests/s × %d events, with one-event probes every 500 ms; then %s.",
 		blockHow, hold, cfg.Rate, cfg.EventsPerRequest, unblockHow))
 	ing := startIngest(t, esCfg, addr(t))
+	p := newProber(ing.URL, f.tr)
+	warmUp(t, f, p)
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
-	p := newProber(ing.URL, f.tr)
 	waitAcks(t, f.tr, 500)
 
 	indices := esCfg.IndexPrefix + "-*"
@@ -231,7 +240,7 @@ func count(probes []probe, status int) int {
 // has it); ingest and search, given all three nodes, keep serving. Some 503s while the cluster
 // fails over are acceptable and reported; a lost acknowledged event is not.
 func TestFaultElasticsearchNodeLoss(t *testing.T) {
-	after := pick(10*time.Second, 30*time.Second)
+	after := pick(5*time.Second, 30*time.Second)
 	start := time.Now()
 	cluster := testenv.StartES(t, 3, "512m")
 	started := time.Since(start)
@@ -247,20 +256,21 @@ func TestFaultElasticsearchNodeLoss(t *testing.T) {
 	f := newFault(t, "Elasticsearch node holding a primary killed", fmt.Sprintf(
 		"3-node cluster on loopback, 1 replica (elasticsearch.replicas=1); the node holding the primary of the current daily "+
 			"index killed with SIGKILL during an open-loop load of %.0f requests/s × %d events and %.0f searches/s; the load "+
-			"continues for %s; the node stays down for the check.", cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, after))
+			"continues for %s after ingest and search answer again; the node stays down for the check.", cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, after))
 	f.steps = append(f.steps, fmt.Sprintf("3 nodes started %.1f s", started.Seconds()))
 	ing := startIngest(t, esCfg, addr(t))
 	search := startSearch(t, esCfg)
-	cfg.IngestURL, cfg.SearchURL = ing.URL, search.URL
-	ld := startLoad(f.tr, cfg)
+	f.step("ingest and search started")
 	p := newProber(ing.URL, f.tr)
-	waitAcks(t, f.tr, 500)
-	f.step("services up, load flowing")
-
+	warmUp(t, f, p)
 	index := es.IndexFor(time.Now())
 	base := cluster.Nodes[0].URL()
 	esMust(t, http.MethodGet, base+"/_cluster/health/"+index+"?wait_for_status=green&timeout=120s", "")
 	f.step("index green")
+	cfg.IngestURL, cfg.SearchURL = ing.URL, search.URL
+	ld := startLoad(f.tr, cfg)
+	waitAcks(t, f.tr, 500)
+	f.step("load flowing")
 	primary, replica := shardNodes(t, base, index)
 	var victim *testenv.ESNode
 	for _, n := range cluster.Nodes {

@@ -333,6 +333,17 @@ func waitAcks(t *testing.T, tr *traffic, n int) {
 	}
 }
 
+// warmUp sends one event and waits for its 201 before the load starts: the first event
+// creates the daily index, which a busy cluster can take longer than ingest.ack_timeout to do,
+// and those 503s would be the start-up's, not the fault's. How long it took is noted.
+func warmUp(t *testing.T, f *fault, p *prober) {
+	t.Helper()
+	start := time.Now()
+	p.until(t, "warm-up", http.StatusCreated, 3*time.Minute)
+	f.steps = append(f.steps, fmt.Sprintf("first event (creates the daily index) %.1f s, %d tries", time.Since(start).Seconds(), len(p.phase("warm-up"))))
+	f.last = time.Now()
+}
+
 // ---- probes: single requests whose answers are looked at one by one ----
 
 type probe struct {
