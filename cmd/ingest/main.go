@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/app"
+	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/ingest"
+	"github.com/spillway/spillway/pkg/ratelimit"
 )
 
 func main() { os.Exit(app.Main(config.RoleIngest, nil, os.Args[1:], run)) }
@@ -30,17 +32,29 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 
 // wire wires the ingest service; tests use it to see the routes as served.
 func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app.Service, error) {
+	// Keys first: a service that may not start (no keys on a public address) contacts nothing.
+	authn, err := app.Authenticator(cfg.Auth, cfg.HTTP.Addr, logger.With("component", "auth"))
+	if err != nil {
+		return nil, err
+	}
 	es, err := esstore.New(cfg.Elasticsearch, logger.With("component", "esstore"))
 	if err != nil {
 		return nil, err
 	}
-	health := httpx.NewHealth(2 * time.Second)
-	health.AddCheck("elasticsearch", es.Ping)
-	health.AddCheck("template", es.CheckTemplate)
 	// The template is installed in the background so that ingest starts (and reports not ready)
 	// while Elasticsearch is still coming up. Events are refused until it is in place: an index
 	// created without it would get dynamic mappings.
 	var installed atomic.Bool
+	health := httpx.NewHealth(2 * time.Second)
+	health.AddCheck("elasticsearch", es.Ping)
+	health.AddCheck("template", func(ctx context.Context) error {
+		// Ready only once this process has installed it, as the handler demands: the template
+		// can be visible in Elasticsearch while the installing call is still being retried.
+		if !installed.Load() {
+			return errors.New("index template not installed by this process yet")
+		}
+		return es.CheckTemplate(ctx)
+	})
 	go func() {
 		if app.Retry(ctx, logger, "install index template", 30*time.Second, es.InstallTemplate) == nil {
 			installed.Store(true)
@@ -60,7 +74,9 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app.Se
 	if err != nil {
 		return nil, err
 	}
+	rl := cfg.RateLimit
 	h := ingest.New(cfg.Ingest, ingest.Options{Writer: writer, Monitor: mon, Logger: ilog,
+		Limiter: ratelimit.New(rl.IngestEventsPerSecond, rl.IngestBurst, 0),
 		Ready: func() error {
 			if !installed.Load() {
 				return errors.New("index template not installed yet")
@@ -68,9 +84,14 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app.Se
 			return nil
 		}})
 	router := httpx.NewRouter()
-	h.Mount(router)
-	return &app.Service{
+	svc := &app.Service{
 		Name: "ingest", Logger: logger, HTTP: cfg.HTTP, Router: router,
-		Registry: reg, Health: health, Drain: h.Drain, OpenAPI: true,
-	}, nil
+		Registry: reg, Health: health, Drain: h.Drain, OpenAPI: true, Auth: authn,
+	}
+	// The API routes live on a subrouter so that only they need a key: /healthz, /readyz and
+	// /openapi.yaml stay open, /metrics is guarded by app.Service.Mount.
+	apiRoutes := router.NewRoute().Subrouter()
+	apiRoutes.Use(auth.Require(authn, auth.RoleIngest, svc.WriteError))
+	h.Mount(apiRoutes)
+	return svc, nil
 }

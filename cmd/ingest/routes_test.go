@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/spillway/spillway/api"
+	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/testenv"
 )
@@ -20,10 +21,20 @@ func TestRoutesMatchOpenAPI(t *testing.T) {
 	cfg.Elasticsearch = testenv.DefaultES("http://127.0.0.1:1") // never contacted by the check
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel() // stops the background template installer
-	svc, err := wire(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
+	// With keys (the production shape: API and /metrics behind subrouters) and open on loopback.
+	for name, a := range map[string]config.Auth{
+		"keys": {Keys: config.Secret("ops:admin:" + auth.Hash(auth.NewKey()))},
+		"open": {},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := *cfg
+			c.Auth, c.HTTP.Addr = a, "127.0.0.1:0"
+			svc, err := wire(ctx, &c, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc.Mount()
+			api.CheckRoutes(t, svc.Router, "ingest")
+		})
 	}
-	svc.Mount()
-	api.CheckRoutes(t, svc.Router, "ingest")
 }

@@ -4,14 +4,18 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/spillway/spillway/pkg/app"
+	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/httpx"
+	"github.com/spillway/spillway/pkg/ratelimit"
 	"github.com/spillway/spillway/pkg/search"
 )
 
@@ -39,6 +43,11 @@ func run(ctx context.Context, cfg *config.Config, _ []string, logger *slog.Logge
 
 // build wires the search service; tests use it to see the routes as served.
 func build(cfg *config.Config, logger *slog.Logger) (*app.Service, *search.Service, error) {
+	// Keys first: a service that may not start (no keys on a public address) contacts nothing.
+	authn, err := app.Authenticator(cfg.Auth, cfg.HTTP.Addr, logger.With("component", "auth"))
+	if err != nil {
+		return nil, nil, err
+	}
 	es, err := esstore.New(cfg.Elasticsearch, logger.With("component", "esstore"))
 	if err != nil {
 		return nil, nil, err
@@ -49,9 +58,29 @@ func build(cfg *config.Config, logger *slog.Logger) (*app.Service, *search.Servi
 	reg := httpx.NewRegistry()
 	svc := search.New(es, es, cfg.Search, logger.With("component", "search"), reg)
 	router := httpx.NewRouter()
-	svc.Mount(router)
-	return &app.Service{
+	service := &app.Service{
 		Name: "search", Logger: logger, HTTP: cfg.HTTP, Router: router,
-		Registry: reg, Health: health, OpenAPI: true,
-	}, svc, nil
+		Registry: reg, Health: health, OpenAPI: true, Auth: authn,
+	}
+	// The API routes live on a subrouter so that only they need a key: /healthz, /readyz and
+	// /openapi.yaml stay open, /metrics is guarded by app.Service.Mount. Requests are counted
+	// against the key, or the client address without keys, after authentication (so unknown
+	// keys cannot drain a real key's bucket); the handlers check clientIds.
+	rl := cfg.RateLimit
+	limiter := ratelimit.New(rl.SearchRequestsPerSecond, rl.SearchBurst, 0)
+	apiRoutes := router.NewRoute().Subrouter()
+	apiRoutes.Use(auth.Require(authn, auth.RoleRead, service.WriteError),
+		ratelimit.Middleware(limiter, "ratelimit.search_requests_per_second", searchBucket, service.WriteError))
+	svc.Mount(apiRoutes)
+	return service, svc, nil
+}
+
+// searchBucket is a search request's rate-limit bucket: its API key, or without keys its
+// client address.
+func searchBucket(r *http.Request) (bucket, label string) {
+	if p := auth.FromContext(r.Context()); p != auth.Anonymous {
+		return "key\x00" + p.Name, "API key " + strconv.Quote(p.Name)
+	}
+	addr := ratelimit.ClientAddr(r)
+	return "addr\x00" + addr, "client address " + addr
 }

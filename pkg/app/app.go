@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/spillway/spillway/api"
+	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/httpx"
 )
@@ -98,6 +99,10 @@ type Service struct {
 	OpenAPI bool
 	// Ready is closed once the listeners are open (tests use it); may be nil.
 	Ready chan<- net.Addr
+	// Auth, when it holds keys, protects /metrics on the public listener with an admin key.
+	// (The admin listener, http.admin_addr, is not authenticated: bind it to loopback or a
+	// private network.) nil: open mode.
+	Auth *auth.Authenticator
 }
 
 // Mount completes the service's routers with what every service serves: request ids, HTTP
@@ -118,8 +123,41 @@ func (s *Service) Mount() (admin *mux.Router) {
 		httpx.MountAdmin(admin, s.Registry, true)
 		return admin
 	}
+	if s.Auth != nil {
+		// Metrics reveal traffic, error rates and internals: on the public port they need an admin key.
+		guarded := s.Router.NewRoute().Subrouter()
+		guarded.Use(auth.Require(s.Auth, auth.RoleAdmin, s.WriteError))
+		httpx.MountAdmin(guarded, s.Registry, false)
+		return nil
+	}
 	httpx.MountAdmin(s.Router, s.Registry, false)
 	return nil
+}
+
+// WriteError is httpx.WriteError with the service's logger, as an auth.ErrorWriter.
+func (s *Service) WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	httpx.WriteError(w, r, s.Logger, err)
+}
+
+// Authenticator loads the API keys of c for a service listening on addr, refusing — as a
+// usage error — to run without keys on a non-loopback address unless auth.insecure_no_auth is
+// set. Running open is logged as a warning; the keys themselves never are.
+func Authenticator(c config.Auth, addr string, logger *slog.Logger) (*auth.Authenticator, error) {
+	a, err := auth.New(auth.Options{KeysFile: c.KeysFile, Keys: c.Keys.Value(), InsecureNoAuth: c.InsecureNoAuth, Addr: addr})
+	if err != nil {
+		return nil, &UsageError{Msg: err.Error()}
+	}
+	switch {
+	case a != nil:
+		logger.Info("API keys loaded: requests need a key", "keys", a.Len(), "names", a.Names())
+	case auth.IsLoopback(addr):
+		logger.Warn("no API keys configured: serving WITHOUT authentication, on loopback only; anyone on this machine can read and write events",
+			"addr", addr)
+	default:
+		logger.Warn("auth.insecure_no_auth=true: serving WITHOUT authentication on a non-loopback address; anyone who can reach it can read and write events",
+			"addr", addr)
+	}
+	return a, nil
 }
 
 // Serve runs the service until ctx ends, then shuts down in order: /readyz fails, listeners

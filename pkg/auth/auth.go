@@ -154,6 +154,18 @@ func New(o Options) (*Authenticator, error) {
 	return &Authenticator{keys: keys}, nil
 }
 
+// Len is the number of configured keys.
+func (a *Authenticator) Len() int { return len(a.keys) }
+
+// Names lists the configured keys' names (not secret: they identify keys in logs and errors).
+func (a *Authenticator) Names() []string {
+	out := make([]string, len(a.keys))
+	for i, k := range a.keys {
+		out[i] = k.Name
+	}
+	return out
+}
+
 // parseInline reads "name:role:sha256:<hex>[:client,client]".
 func parseInline(s string) (Key, error) {
 	parts := strings.SplitN(s, ":", 5)
@@ -201,7 +213,7 @@ func (k *Key) prepare() error {
 // Every configured hash is compared, in constant time, whatever matches.
 func (a *Authenticator) Authenticate(presented string) (*Principal, error) {
 	if presented == "" {
-		return nil, fmt.Errorf("missing API key (Authorization: Bearer <key> or X-API-Key): %w", event.ErrUnauthenticated)
+		return nil, &Error{Msg: "missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)", Kind: event.ErrUnauthenticated}
 	}
 	sum := sha256.Sum256([]byte(presented))
 	var found *Key
@@ -211,7 +223,7 @@ func (a *Authenticator) Authenticate(presented string) (*Principal, error) {
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("invalid API key: %w", event.ErrUnauthenticated)
+		return nil, &Error{Msg: "invalid API key", Kind: event.ErrUnauthenticated}
 	}
 	return &Principal{Name: found.Name, Role: found.Role, clients: found.clients}, nil
 }
@@ -226,6 +238,19 @@ func PresentedKey(r *http.Request) string {
 	}
 	return strings.TrimSpace(r.Header.Get("X-API-Key"))
 }
+
+// Error is an authentication or authorization failure. Its message is what the client sees —
+// it names the key by its configured name, never the key — and it matches Kind
+// (event.ErrUnauthenticated or event.ErrForbidden) with errors.Is.
+type Error struct {
+	Msg  string
+	Kind error
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Is matches the error's kind.
+func (e *Error) Is(target error) bool { return target == e.Kind }
 
 // Hash returns the configuration form of a key: "sha256:<hex>".
 func Hash(key string) string {

@@ -26,7 +26,7 @@ func Require(a *Authenticator, role Role, writeErr ErrorWriter) func(http.Handle
 					return
 				}
 				if !p.Can(role) {
-					writeErr(w, r, fmt.Errorf("key %q has role %s; this endpoint needs %s: %w", p.Name, p.Role, role, event.ErrForbidden))
+					writeErr(w, r, &Error{Msg: fmt.Sprintf("API key %q has role %s; this endpoint needs %s or admin", p.Name, p.Role, role), Kind: event.ErrForbidden})
 					return
 				}
 			}
@@ -39,7 +39,7 @@ func Require(a *Authenticator, role Role, writeErr ErrorWriter) func(http.Handle
 func CheckClients(p *Principal, clientIDs ...string) error {
 	for _, c := range clientIDs {
 		if !p.CanActFor(c) {
-			return fmt.Errorf("key %q may not act for clientId %q: %w", p.Name, c, event.ErrForbidden)
+			return &Error{Msg: fmt.Sprintf("API key %q may not act for clientId %q", p.Name, c), Kind: event.ErrForbidden}
 		}
 	}
 	return nil

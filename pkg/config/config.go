@@ -142,8 +142,10 @@ type Archiver struct {
 type Auth struct {
 	// KeysFile is a YAML file of hashed API keys (see README, "Authentication").
 	KeysFile string `mapstructure:"keys_file"`
-	// Keys are hashed keys given inline or through SPILLWAY_AUTH_KEYS ("sha256:<hex>:role[:client,...]", comma-free per key, ';'-separated).
-	Keys string `mapstructure:"keys"`
+	// Keys are hashed keys given inline or through SPILLWAY_AUTH_KEYS: ';'-separated entries
+	// "name:role:sha256:<hex>[:client,client]". Only hashes belong here, but the value is
+	// redacted in logs anyway: a key pasted by mistake in place of its hash must not be printed.
+	Keys Secret `mapstructure:"keys"`
 	// InsecureNoAuth allows serving without keys on a non-loopback address.
 	InsecureNoAuth bool `mapstructure:"insecure_no_auth"`
 }

@@ -142,6 +142,7 @@ func TestSecretsAreRedacted(t *testing.T) {
 		"SPILLWAY_ELASTICSEARCH_PASSWORD": "pw-xyz",
 		"SPILLWAY_ELASTICSEARCH_API_KEY":  "key-xyz",
 		"SPILLWAY_SEARCH_CURSOR_KEY":      "cursor-xyz-0123456789",
+		"SPILLWAY_AUTH_KEYS":              "ops:admin:spw_pasted-instead-of-its-hash",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func TestSecretsAreRedacted(t *testing.T) {
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "config", cfg)
 	out := buf.String()
-	for _, secret := range []string{"hunter2", "s3cr3t", "pw-xyz", "key-xyz", "cursor-xyz"} {
+	for _, secret := range []string{"hunter2", "s3cr3t", "pw-xyz", "key-xyz", "cursor-xyz", "spw_pasted"} {
 		if strings.Contains(out, secret) {
 			t.Errorf("secret %q in log output: %s", secret, out)
 		}

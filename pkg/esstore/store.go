@@ -6,6 +6,7 @@ package esstore
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +47,8 @@ func New(cfg config.Elasticsearch, logger *slog.Logger) (*Store, error) {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: cfg.RequestTimeout,
 		ExpectContinueTimeout: time.Second,
+		// Non-nil: the client sets RootCAs on it for elasticsearch.ca_cert (and panics on nil).
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12},
 	}
 	esCfg := elasticsearch.Config{
 		Addresses:     cfg.URLs,

@@ -92,10 +92,11 @@ func (d *decoder) syntax(index int, err error) error {
 
 func (d *decoder) json(body []byte) error {
 	s := &scanner{buf: body}
-	switch s.peek() {
-	case 0:
+	if s.atEnd() {
 		return &ValidationError{Message: "the request body is empty",
 			Details: []FieldError{{Index: -1, Message: "a JSON event object or array of events is required"}}}
+	}
+	switch s.peek() {
 	case '{':
 		d.total = 1
 		if err := d.event(s, 0); err != nil {
@@ -135,7 +136,7 @@ func (d *decoder) json(body []byte) error {
 	default:
 		return d.syntax(-1, s.unexpected("a JSON object or array"))
 	}
-	if s.peek() != 0 {
+	if !s.atEnd() {
 		return d.syntax(-1, s.fail("unexpected data after the JSON value (use application/x-ndjson for one event per line)"))
 	}
 	return nil
@@ -146,7 +147,7 @@ func (d *decoder) ndjson(body []byte) error {
 		var cur []byte
 		cur, body, _ = bytes.Cut(body, []byte{'\n'})
 		s := &scanner{buf: cur}
-		if s.peek() == 0 {
+		if s.atEnd() {
 			continue // blank line
 		}
 		i := d.total
@@ -163,7 +164,7 @@ func (d *decoder) ndjson(body []byte) error {
 		} else {
 			err = d.event(s, i)
 		}
-		if err == nil && s.peek() != 0 {
+		if err == nil && !s.atEnd() {
 			err = s.fail("unexpected data after the event (one event per line)")
 		}
 		if err != nil {

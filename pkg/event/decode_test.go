@@ -315,3 +315,26 @@ func TestValidID(t *testing.T) {
 		t.Errorf("NewID %q is not a valid id", id)
 	}
 }
+
+// TestDecodeNULIsNotTheEnd: a NUL byte once passed for the end of the body, so whatever followed
+// it — another event, a smuggled clientId — was silently ignored and the rest accepted.
+func TestDecodeNULIsNotTheEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		format Format
+		body   string
+	}{
+		{"after an object", FormatJSON, "{\"clientId\":\"c1\"}\x00"},
+		{"before more data", FormatJSON, "{\"clientId\":\"c1\"}\x00{\"clientId\":\"c2\"}"},
+		{"only NUL", FormatJSON, "\x00"},
+		{"ndjson line", FormatNDJSON, "{\"clientId\":\"c1\"}\n\x00{\"clientId\":\"c2\"}\n"},
+		{"ndjson after an event", FormatNDJSON, "{\"clientId\":\"c1\"}\x00\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, err := Decode([]byte(tc.body), tc.format, testNow, testLim)
+			if !errors.Is(err, ErrInvalid) || evs != nil {
+				t.Fatalf("events %v, err %v: want a validation error", evs, err)
+			}
+		})
+	}
+}

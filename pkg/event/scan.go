@@ -53,7 +53,14 @@ func (s *scanner) skipSpace() {
 	}
 }
 
-// peek returns the next byte after whitespace, or 0 at the end.
+// atEnd reports whether only whitespace is left. Use it, not peek() == 0, to test for the end:
+// a NUL byte in the body also peeks as 0, and data after it must not be silently ignored.
+func (s *scanner) atEnd() bool {
+	s.skipSpace()
+	return s.pos >= len(s.buf)
+}
+
+// peek returns the next byte after whitespace, or 0 at the end (or at a NUL byte).
 func (s *scanner) peek() byte {
 	s.skipSpace()
 	if s.pos >= len(s.buf) {

@@ -132,8 +132,11 @@ func MountAdmin(r *mux.Router, g prometheus.Gatherer, withPprof bool) {
 }
 
 // NewRouter returns a mux.Router whose unknown routes and methods answer in the JSON envelope.
+// Paths are matched as sent: mux would otherwise answer "/api/v1/events/../x" or "//x" with a
+// 301 to the cleaned path — a redirect an API client would follow with a GET, dropping its
+// body. Such paths get the routes' own answers instead: 404, or the lookup of an id like "..".
 func NewRouter() *mux.Router {
-	r := mux.NewRouter()
+	r := mux.NewRouter().SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(NotFound)
 	r.MethodNotAllowedHandler = http.HandlerFunc(MethodNotAllowed)
 	return r

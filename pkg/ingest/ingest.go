@@ -10,16 +10,19 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
+	"github.com/spillway/spillway/pkg/ratelimit"
 )
 
 // Writer stores events durably; *esstore.BulkWriter implements it.
@@ -78,6 +81,19 @@ type Options struct {
 	// command uses it to refuse events until the index template is installed: an index created
 	// without it would get dynamic mappings.
 	Ready func() error
+	// Limiter, when set, rate-limits events per API key, or per clientId when the service runs
+	// without keys (ratelimit.ingest_events_per_second).
+	Limiter Limiter
+}
+
+// Limiter charges events to principals' token buckets; *ratelimit.Limiter implements it. Both
+// methods are safe for concurrent use.
+type Limiter interface {
+	// AllowAll charges units to each bucket, all or nothing; when refused it charges none and
+	// says how long to wait.
+	AllowAll(units map[string]int) (ok bool, retryAfter time.Duration)
+	// Blocked reports, taking nothing, whether a bucket is empty.
+	Blocked(bucket string) (blocked bool, retryAfter time.Duration)
 }
 
 // Handler serves POST /api/v1/events.
@@ -89,6 +105,7 @@ type Handler struct {
 	budget *budget
 	log    *slog.Logger
 	ready  func() error
+	limit  Limiter
 	limits event.Limits
 	now    func() time.Time
 
@@ -110,7 +127,7 @@ func New(cfg config.Ingest, opts Options) *Handler {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{
-		cfg: cfg, w: opts.Writer, mon: opts.Monitor, m: opts.Monitor.metrics, log: logger, ready: opts.Ready,
+		cfg: cfg, w: opts.Writer, mon: opts.Monitor, m: opts.Monitor.metrics, log: logger, ready: opts.Ready, limit: opts.Limiter,
 		budget: newBudget(int64(cfg.InflightMaxBytes), int64(cfg.InflightMaxEvents), opts.Monitor.metrics),
 		limits: event.Limits{
 			MaxEvents: cfg.MaxEvents, MaxPayloadBytes: int(cfg.MaxPayloadBytes), MaxPayloadDepth: cfg.MaxPayloadDepth,
@@ -208,6 +225,16 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// A key whose bucket is empty is refused before its body is read: a flooding client then
+	// costs little more than its connection. (Without keys the buckets are per clientId, which
+	// only the body names.)
+	p := auth.FromContext(r.Context())
+	if h.limit != nil && p != auth.Anonymous {
+		if blocked, after := h.limit.Blocked(keyBucket(p)); blocked {
+			h.fail(w, r, "rate_limited", ratelimit.Exceeded("API key "+strconv.Quote(p.Name), "ratelimit.ingest_events_per_second", after))
+			return
+		}
+	}
 	// Before reading anything: while Elasticsearch is unreachable, answer at once.
 	tripped, ok := h.mon.breaker.allow()
 	if !ok {
@@ -224,6 +251,16 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 	events, err := event.Decode(body, format, received, h.limits)
 	if err != nil {
 		h.fail(w, r, reasonOf(err), err)
+		return
+	}
+	// All or nothing, like validation: one event for a client the key may not act for refuses
+	// the whole request before anything is written.
+	if err := forbidden(p, events); err != nil {
+		h.fail(w, r, "forbidden", err)
+		return
+	}
+	if err := h.charge(p, events); err != nil {
+		h.fail(w, r, "rate_limited", err)
 		return
 	}
 	if !h.budget.acquire(0, int64(len(events))) {

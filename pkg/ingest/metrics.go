@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_ingest_requests_refused_total",
-			Help: "Requests answered with an error, by status and reason (invalid, too_large, unsupported_media, budget, breaker, deadline, not_ready, rejected).",
+			Help: "Requests answered with an error, by status and reason (invalid, too_large, unsupported_media, budget, breaker, deadline, not_ready, rejected, forbidden, rate_limited).",
 		}, []string{"status", "reason"}),
 		bulkRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_ingest_bulk_requests_total",

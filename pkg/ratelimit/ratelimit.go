@@ -47,14 +47,61 @@ func New(perSecond float64, burst, maxKeys int) *Limiter {
 // and returns how long the caller should wait before retrying. A request larger than the
 // burst is charged as a full burst, so it can pass once the bucket is full.
 func (l *Limiter) Allow(key string, n int) (ok bool, retryAfter time.Duration) {
-	if l == nil || l.rate <= 0 {
+	return l.AllowAll(map[string]int{key: n})
+}
+
+// AllowAll takes units from several buckets at once, all or nothing: a request whose events
+// belong to several clientIds is charged to each, and refused as a whole — charging none —
+// when any bucket cannot cover its share. retryAfter is the longest wait among the refusals.
+func (l *Limiter) AllowAll(units map[string]int) (ok bool, retryAfter time.Duration) {
+	if l == nil || l.rate <= 0 || len(units) == 0 {
 		return true, 0
 	}
-	if n > l.burst {
-		n = l.burst
+	now := l.now()
+	taken := make([]*rate.Reservation, 0, len(units))
+	var wait time.Duration
+	for key, n := range units {
+		n = min(max(n, 0), l.burst)
+		r := l.bucket(key, now).ReserveN(now, n)
+		if !r.OK() {
+			wait = max(wait, time.Second)
+			continue
+		}
+		taken = append(taken, r)
+		if d := r.DelayFrom(now); d > 0 {
+			wait = max(wait, d)
+		}
+	}
+	if wait == 0 {
+		return true, 0
+	}
+	// Give back what was reserved: a refused request costs its principals nothing.
+	for _, r := range taken {
+		r.CancelAt(now)
+	}
+	return false, time.Duration(math.Ceil(wait.Seconds())) * time.Second
+}
+
+// Blocked reports, without taking anything, whether key's bucket is empty (less than one
+// unit): callers refuse such a request before reading its body, so a flooding client costs
+// little more than its connection.
+func (l *Limiter) Blocked(key string) (blocked bool, retryAfter time.Duration) {
+	if l == nil || l.rate <= 0 {
+		return false, 0
 	}
 	now := l.now()
+	tokens := l.bucket(key, now).TokensAt(now)
+	if tokens >= 1 {
+		return false, 0
+	}
+	wait := time.Duration((1 - tokens) / float64(l.rate) * float64(time.Second))
+	return true, max(time.Second, time.Duration(math.Ceil(wait.Seconds()))*time.Second)
+}
+
+// bucket returns key's bucket, creating a full one when the key is new.
+func (l *Limiter) bucket(key string, now time.Time) *rate.Limiter {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	b := l.buckets[key]
 	if b == nil {
 		l.sweep(now)
@@ -62,16 +109,7 @@ func (l *Limiter) Allow(key string, n int) (ok bool, retryAfter time.Duration) {
 		l.buckets[key] = b
 	}
 	b.used = now
-	l.mu.Unlock()
-	r := b.lim.ReserveN(now, n)
-	if !r.OK() {
-		return false, time.Second
-	}
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, time.Duration(math.Ceil(d.Seconds())) * time.Second
-	}
-	return true, 0
+	return b.lim
 }
 
 // sweep forgets idle buckets and, when still over maxKeys, the least recently used ones.

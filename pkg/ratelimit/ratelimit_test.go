@@ -58,3 +58,60 @@ func TestMemoryIsBounded(t *testing.T) {
 		t.Fatalf("tracking %d keys, cap 50", n)
 	}
 }
+
+func TestAllowAllIsAllOrNothing(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	l := New(10, 10, 100)
+	l.now = func() time.Time { return clock }
+
+	if ok, _ := l.Allow("b", 8); !ok {
+		t.Fatal("first charge refused")
+	}
+	// a can pay 5, b cannot: nothing is taken from a either.
+	ok, after := l.AllowAll(map[string]int{"a": 5, "b": 5})
+	if ok || after < time.Second {
+		t.Fatalf("allowed=%v retryAfter=%v, want a refusal with a wait", ok, after)
+	}
+	if ok, _ := l.Allow("a", 10); !ok {
+		t.Fatal("a was charged for a refused request")
+	}
+	if ok, _ := l.Allow("b", 2); !ok {
+		t.Fatal("b was charged for a refused request")
+	}
+	// Both can pay: both are charged.
+	clock = clock.Add(time.Second)
+	if ok, _ := l.AllowAll(map[string]int{"a": 10, "b": 10}); !ok {
+		t.Fatal("coverable request refused")
+	}
+	if ok, _ := l.Allow("a", 1); ok {
+		t.Fatal("a not charged")
+	}
+	if ok, _ := l.Allow("b", 1); ok {
+		t.Fatal("b not charged")
+	}
+}
+
+func TestBlocked(t *testing.T) {
+	clock := time.Unix(1000, 0)
+	l := New(2, 4, 100)
+	l.now = func() time.Time { return clock }
+	if blocked, _ := l.Blocked("k"); blocked {
+		t.Fatal("a new key is blocked")
+	}
+	if blocked, _ := l.Blocked("k"); blocked {
+		t.Fatal("Blocked took tokens")
+	}
+	l.Allow("k", 4)
+	blocked, after := l.Blocked("k")
+	if !blocked || after < time.Second {
+		t.Fatalf("empty bucket: blocked=%v retryAfter=%v", blocked, after)
+	}
+	clock = clock.Add(500 * time.Millisecond) // one unit back
+	if blocked, _ := l.Blocked("k"); blocked {
+		t.Fatal("still blocked after the refill")
+	}
+	var nilL *Limiter
+	if blocked, _ := nilL.Blocked("k"); blocked {
+		t.Fatal("nil limiter blocks")
+	}
+}

@@ -83,6 +83,10 @@ func parseValues(raw string, allowed ...string) (url.Values, problems) {
 		if len(name) > 64 {
 			name = name[:64] + "…"
 		}
+		if len(allowed) == 0 {
+			bad.add(name, "unknown parameter (this endpoint takes none)")
+			continue
+		}
 		bad.add(name, "unknown parameter (allowed: %s)", strings.Join(allowed, ", "))
 	}
 	return vals, bad

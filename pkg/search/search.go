@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
@@ -127,6 +128,9 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 	q, err := s.parseList(r.URL.RawQuery)
+	if err == nil {
+		err = auth.CheckClients(auth.FromContext(r.Context()), q.filter.ClientIDs...)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -160,6 +164,9 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) count(w http.ResponseWriter, r *http.Request) {
 	f, err := s.parseCount(r.URL.RawQuery)
+	if err == nil {
+		err = auth.CheckClients(auth.FromContext(r.Context()), f.ClientIDs...)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -194,6 +201,11 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	e, err := s.store.Get(ctx, id)
+	// Another client's event is "not found", exactly as a missing one: a 403 would confirm to
+	// a restricted key that the id exists, and ids are often guessable (order numbers).
+	if err == nil && !auth.FromContext(r.Context()).CanActFor(e.ClientID) {
+		err = event.ErrNotFound
+	}
 	if errors.Is(err, event.ErrNotFound) {
 		s.metrics.observe("get", start, nil)
 		httpx.WriteError(w, r, s.logger, &httpx.Error{Status: http.StatusNotFound, Code: "not_found", Message: "no event with this id"})

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
@@ -193,6 +194,9 @@ func (p *streams) poll(ctx context.Context, refreshed map[shardKey]int64) error 
 
 func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	f, err := s.parseStream(r.URL.RawQuery)
+	if err == nil {
+		err = auth.CheckClients(auth.FromContext(r.Context()), f.ClientIDs...)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return

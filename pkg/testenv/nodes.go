@@ -22,6 +22,8 @@ import (
 type ESCluster struct {
 	t     testing.TB
 	Nodes []*ESNode
+	// Password is the elastic user's password when the cluster was started WithSecurity.
+	Password string
 }
 
 // ESNode is one node of an ESCluster.
@@ -128,7 +130,7 @@ func chownR(t testing.TB, dir, owner string) {
 
 // StartES starts a private cluster of n nodes (n ≥ 1) with heap each, on free loopback ports,
 // and waits until it is at least yellow. Nodes are killed when the test ends.
-func StartES(t testing.TB, n int, heap string) *ESCluster {
+func StartES(t testing.TB, n int, heap string, opts ...ESOption) *ESCluster {
 	t.Helper()
 	in, err := findESInstall()
 	if err != nil {
@@ -138,6 +140,9 @@ func StartES(t testing.TB, n int, heap string) *ESCluster {
 		heap = "512m"
 	}
 	c := &ESCluster{t: t}
+	for _, o := range opts {
+		o(c)
+	}
 	root := scratchDir(t, in.user)
 	var seeds, masters []string
 	for i := 0; i < n; i++ {
@@ -169,10 +174,10 @@ func StartES(t testing.TB, n int, heap string) *ESCluster {
 			fmt.Sprintf("transport.port: %d", node.TransportPort),
 			"path.data: " + filepath.Join(node.dir, "data"),
 			"path.logs: " + filepath.Join(node.dir, "logs"),
-			"xpack.security.enabled: false",
 			"cluster.routing.allocation.disk.threshold_enabled: false",
 			"action.destructive_requires_name: false",
 		}
+		yml = append(yml, c.securitySettings()...)
 		if n == 1 {
 			yml = append(yml, "discovery.type: single-node")
 		} else {
@@ -185,6 +190,9 @@ func StartES(t testing.TB, n int, heap string) *ESCluster {
 		node.env = append(os.Environ(), "ES_JAVA_HOME="+in.java, "ES_PATH_CONF="+conf,
 			"ES_JAVA_OPTS=-Xms"+heap+" -Xmx"+heap, "ES_HOME="+in.home)
 		chownR(t, node.dir, in.user)
+		if err := c.writeKeystore(in, node); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		for _, node := range c.Nodes {
@@ -203,11 +211,11 @@ func StartES(t testing.TB, n int, heap string) *ESCluster {
 			t.Fatalf("start Elasticsearch node: %v", err)
 		}
 	}
-	if err := waitES(c.Nodes[0].URL(), 3*time.Minute); err != nil {
+	if err := waitES(c.adminURL(c.Nodes[0]), 3*time.Minute); err != nil {
 		t.Fatalf("private cluster not healthy: %v\n%s", err, c.logTails())
 	}
 	if n > 1 {
-		if err := waitNodes(c.Nodes[0].URL(), n, 2*time.Minute); err != nil {
+		if err := waitNodes(c.adminURL(c.Nodes[0]), n, 2*time.Minute); err != nil {
 			t.Fatalf("%v\n%s", err, c.logTails())
 		}
 	}
