@@ -154,6 +154,16 @@ func (p *Process) Running() bool {
 	}
 }
 
+// Err is the exit error once the process has exited (nil for status 0, or while it runs).
+func (p *Process) Err() error {
+	select {
+	case <-p.exited:
+		return p.err
+	default:
+		return nil
+	}
+}
+
 // Kill sends SIGKILL — a crash: nothing runs after it — and waits for the exit.
 func (p *Process) Kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
