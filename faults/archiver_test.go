@@ -28,7 +28,7 @@ func TestFaultArchiverKill9PostgresRestart(t *testing.T) {
 	es, pg := archivetest.Stores(t, esCfg, pgCfg, "spillway-faults")
 	cfg := loadConfig("")
 	f := newFault(t, "archiver kill -9, PostgreSQL crash", fmt.Sprintf(
-		"the archiver killed with SIGKILL %d times at random points (0.3–2.5 s after each start); in every other run the "+
+		"The archiver killed with SIGKILL %d times at random points (0.3–2.5 s after each start); in every other run the "+
 			"(private) PostgreSQL is crashed (`pg_ctl stop -m immediate`) and restarted under it first; ingest load of %.0f "+
 			"requests/s × %d events throughout (2 shards); then a last archiver catches up and stops with SIGTERM.",
 		kills, cfg.Rate, cfg.EventsPerRequest))

@@ -25,7 +25,7 @@ func TestFaultElasticsearch(t *testing.T) {
 			node.Start(t)
 		}
 		testBlocked(t, node, "Elasticsearch disk full (index read-only)",
-			"the private node's disk watermarks lowered to 1/2/3 % used, so that its disk counts as past the flood stage "+
+			"The private node's disk watermarks lowered to 1/2/3 % used, so that its disk counts as past the flood stage "+
 				"(its disk monitor checks every 10 s, the shortest it allows), and `index.blocks.read_only_allow_delete: true` set on the event "+
 				"indices through the settings API (what the node then keeps applying by itself)",
 			"the watermarks restored and the block removed",
@@ -55,7 +55,7 @@ func TestFaultElasticsearch(t *testing.T) {
 			node.Start(t)
 		}
 		testBlocked(t, node, "Elasticsearch index write-blocked",
-			"`index.blocks.write: true` (how an operator makes an index read-only) set on the event indices",
+			"`index.blocks.write: true` (how an operator makes an index read-only) set on the event indices of the private node",
 			"the block removed",
 			func(indices string) {
 				esMust(t, http.MethodPut, node.URL()+"/"+indices+"/_settings", `{"index.blocks.write": true}`)
@@ -78,8 +78,9 @@ func testStopped(t *testing.T, node *testenv.ESNode) {
 	}
 	cfg := loadConfig("")
 	f := newFault(t, "Elasticsearch stopped", fmt.Sprintf(
-		"the (private, single-node) Elasticsearch stopped with SIGTERM for %s, then started again, under an open-loop load of "+
-			"%.0f requests/s × %d events; one-event probes every 200 ms while it is down; ingest is not restarted.",
+		"The (private, single-node) Elasticsearch stopped with SIGTERM for %s, then started again, under an open-loop load of "+
+			"%.0f requests/s × %d events and 4 clients that resend each 10-event batch until it is acknowledged; one-event probes "+
+			"every 200 ms while it is down; ingest is not restarted.",
 		outage, cfg.Rate, cfg.EventsPerRequest))
 	ing := startIngest(t, esCfg, addr(t))
 	p := newProber(ing.URL, f.tr)
@@ -87,6 +88,7 @@ func testStopped(t *testing.T, node *testenv.ESNode) {
 	rss := sampleRSS(ing.Pid(), "before")
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
+	rt := startRetriers(f.tr, ing.URL, 4, 10)
 	waitAcks(t, f.tr, 500)
 
 	f.step("load before the stop")
@@ -115,6 +117,7 @@ func testStopped(t *testing.T, node *testenv.ESNode) {
 	waitAcks(t, f.tr, 500) // the load flows again, not just a probe
 	time.Sleep(2 * time.Second)
 	ld.Stop(t)
+	f.note("%s", rt.Stop(t))
 	maxRSS, rssSummary := rss.finish()
 
 	if !ing.Running() {
@@ -163,7 +166,7 @@ func testBlocked(t *testing.T, node *testenv.ESNode, name, blockHow, unblockHow 
 	}
 	cfg := loadConfig("")
 	f := newFault(t, name, fmt.Sprintf(
-		"On the private node: %s for at least %s and until 5 probes were answered, under an open-loop load of %.0f "+
+		"%s, for at least %s and until 5 probes were answered, under an open-loop load of %.0f "+
 			"requests/s × %d events, with one-event probes every 500 ms; then %s.",
 		blockHow, hold, cfg.Rate, cfg.EventsPerRequest, unblockHow))
 	ing := startIngest(t, esCfg, addr(t))
@@ -254,8 +257,9 @@ func TestFaultElasticsearchNodeLoss(t *testing.T) {
 	cfg := loadConfig("")
 	cfg.SearchRate = pick(20.0, 50.0)
 	f := newFault(t, "Elasticsearch node holding a primary killed", fmt.Sprintf(
-		"3-node cluster on loopback, 1 replica (elasticsearch.replicas=1); the node holding the primary of the current daily "+
-			"index killed with SIGKILL during an open-loop load of %.0f requests/s × %d events and %.0f searches/s; the load "+
+		"A 3-node cluster on loopback, 1 replica (elasticsearch.replicas=1); the node holding the primary of the current daily "+
+			"index killed with SIGKILL during an open-loop load of %.0f requests/s × %d events and %.0f searches/s, beside 4 "+
+			"clients that resend each 10-event batch until it is acknowledged; the load "+
 			"continues for %s after ingest and search answer again; the node stays down for the check.", cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, after))
 	f.steps = append(f.steps, fmt.Sprintf("3 nodes started %.1f s", started.Seconds()))
 	ing := startIngest(t, esCfg, addr(t))
@@ -269,6 +273,7 @@ func TestFaultElasticsearchNodeLoss(t *testing.T) {
 	f.step("index green")
 	cfg.IngestURL, cfg.SearchURL = ing.URL, search.URL
 	ld := startLoad(f.tr, cfg)
+	rt := startRetriers(f.tr, ing.URL, 4, 10)
 	waitAcks(t, f.tr, 500)
 	f.step("load flowing")
 	primary, replica := shardNodes(t, base, index)
@@ -301,6 +306,7 @@ func TestFaultElasticsearchNodeLoss(t *testing.T) {
 	f.step("ingest and search answer")
 	time.Sleep(after)
 	ld.Stop(t)
+	f.note("%s", rt.Stop(t))
 	f.step("load after the kill")
 
 	newPrimary, _ := shardNodes(t, alive.URL(), index)

@@ -87,31 +87,6 @@ func startArchiver(t *testing.T, es config.Elasticsearch, pg config.Postgres) *s
 	return &service{Process: p, URL: "http://" + a}
 }
 
-// metric sums the samples of a metric on a service's /metrics (0 when absent).
-func metric(url, name string) (float64, error) {
-	res, err := (&http.Client{Timeout: 5 * time.Second}).Get(url + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		return 0, err
-	}
-	var sum float64
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != ' ' && line[len(name)] != '{') {
-			continue
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err == nil {
-			sum += v
-		}
-	}
-	return sum, nil
-}
-
 // ---- what clients sent and were told ----
 
 // ackLog collects acknowledged ids, one per line, as loadgen writes them (Config.AckedIDs).
@@ -342,6 +317,102 @@ func warmUp(t *testing.T, f *fault, p *prober) {
 	p.until(t, "warm-up", http.StatusCreated, 3*time.Minute)
 	f.steps = append(f.steps, fmt.Sprintf("first event (creates the daily index) %.1f s, %d tries", time.Since(start).Seconds(), len(p.phase("warm-up"))))
 	f.last = time.Now()
+}
+
+// ---- clients that retry, as the API asks them to ----
+
+// retriers are clients that do what the API tells them to: a request that is not answered 201
+// (a 503, a 429, a cut connection) is sent again as it was — same ids, same timestamps — until
+// it is. An event stored by an attempt whose answer was lost comes back as a duplicate, and must
+// still be stored once. Every batch they start ends acknowledged.
+type retriers struct {
+	url     string
+	tr      *traffic
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	batches atomic.Int64
+	resent  atomic.Int64 // attempts after the first
+	dups    atomic.Int64 // events an attempt found already stored
+	failed  atomic.Int64 // batches given up after the hang guard
+}
+
+func startRetriers(tr *traffic, ingestURL string, clients, size int) *retriers {
+	r := &retriers{url: ingestURL, tr: tr, stop: make(chan struct{})}
+	client := &http.Client{Timeout: 30 * time.Second}
+	for c := 0; c < clients; c++ {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for n := 0; ; n++ {
+				r.send(client, fmt.Sprintf("retry-%d-%d", c, n), size)
+				select { // a paced client: the open-loop load is the main one
+				case <-r.stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	return r
+}
+
+// send posts one batch until it is acknowledged (or, after 3 minutes, counts it as failed).
+func (r *retriers) send(client *http.Client, prefix string, size int) {
+	ts := time.Now().UTC().Format(time.RFC3339Nano)
+	ids := make([]string, size)
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%d", prefix, i)
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"id":%q,"clientId":"retrier","type":"retry","timestamp":%q,"payload":{"i":%d}}`, ids[i], ts, i)
+	}
+	b.WriteByte(']')
+	body := b.String()
+	r.batches.Add(1)
+	deadline := time.Now().Add(3 * time.Minute)
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			r.resent.Add(1)
+		}
+		r.tr.sent.Add(int64(size))
+		res, err := client.Post(r.url+"/api/v1/events", "application/json", strings.NewReader(body))
+		if err == nil {
+			var out struct {
+				Duplicates int `json:"duplicates"`
+			}
+			status := res.StatusCode
+			_ = json.NewDecoder(res.Body).Decode(&out)
+			res.Body.Close()
+			if status == http.StatusCreated {
+				r.dups.Add(int64(out.Duplicates))
+				for _, id := range ids {
+					r.tr.acks.add(id)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			r.failed.Add(1)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop lets every client finish its batch (acknowledged) and describes what they did.
+func (r *retriers) Stop(t *testing.T) string {
+	t.Helper()
+	close(r.stop)
+	r.wg.Wait()
+	if n := r.failed.Load(); n > 0 {
+		t.Errorf("%d retried batches were never acknowledged", n)
+	}
+	return fmt.Sprintf("retrying clients: %d batches, all acknowledged; %d attempts resent after a failed one; "+
+		"%d events found already stored by a resent attempt (written by an attempt whose answer was lost), each stored once",
+		r.batches.Load(), r.resent.Load(), r.dups.Load())
 }
 
 // ---- probes: single requests whose answers are looked at one by one ----

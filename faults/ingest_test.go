@@ -22,8 +22,9 @@ func TestFaultIngestKill9(t *testing.T) {
 	es, pg := archivetest.Stores(t, esCfg, pgCfg, "spillway-faults")
 	cfg := loadConfig("")
 	f := newFault(t, "ingest kill -9", fmt.Sprintf(
-		"ingest killed with SIGKILL %d times at random moments (1–3 s after each restart) and restarted on the same address, "+
-			"under an open-loop load of %.0f requests/s × %d events (201 mode); the archiver runs beside it and is then left to catch up.",
+		"Ingest killed with SIGKILL %d times at random moments (1–3 s after each restart) and restarted on the same address, "+
+			"under an open-loop load of %.0f requests/s × %d events (201 mode) and 4 clients that resend each 10-event batch until "+
+			"it is acknowledged; the archiver runs beside it and is then left to catch up.",
 		kills, cfg.Rate, cfg.EventsPerRequest))
 	a := addr(t)
 	ing := startIngest(t, esCfg, a)
@@ -31,6 +32,7 @@ func TestFaultIngestKill9(t *testing.T) {
 	arch := startArchiver(t, esCfg, pgCfg)
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
+	rt := startRetriers(f.tr, ing.URL, 4, 10)
 	var atKill []int
 	for i := 0; i < kills; i++ {
 		before := f.tr.acks.count()
@@ -43,6 +45,7 @@ func TestFaultIngestKill9(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second) // the last instance serves a while too
 	ld.Stop(t)
+	f.note("%s", rt.Stop(t))
 	f.note("events acknowledged by each killed instance: %v", atKill)
 	f.note("requests without an answer (cut by the kills or refused while ingest was down): %d", f.tr.statusCount("error"))
 	if f.tr.statusCount("error") == 0 {
@@ -76,7 +79,7 @@ func TestFaultIngestSIGTERMAsync(t *testing.T) {
 	// process at any moment, so every SIGTERM finds writes the drain must finish.
 	const flush = "500ms"
 	f := newFault(t, "ingest SIGTERM, ack=async", fmt.Sprintf(
-		"ingest was sent SIGTERM %d time(s), each 2–4 s into an open-loop load of %.0f requests/s × %d events with ?ack=async (202 answered "+
+		"Ingest was sent SIGTERM %d time(s), each 2–4 s into an open-loop load of %.0f requests/s × %d events with ?ack=async (202 answered "+
 			"before writing; ingest.bulk_flush_interval=%s so that events are queued when the signal comes); the clients keep "+
 			"sending while it drains; a new instance serves each round.",
 		rounds, cfg.Rate, cfg.EventsPerRequest, flush))

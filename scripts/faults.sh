@@ -7,7 +7,7 @@
 # PostgreSQL, lost, duplicated — into RELIABILITY.md, with the date, machine and versions.
 # The file is written even when a fault fails (it then says so); the exit status is the tests'.
 #
-#   scripts/faults.sh                      # everything, ~15 minutes on 2 cores
+#   scripts/faults.sh                      # everything, about 7 minutes on 2 cores
 #   scripts/faults.sh -run TestFaultIngest # a subset (RELIABILITY.md then lists only that)
 #   SPILLWAY_FULL= scripts/faults.sh       # the short form, as test.sh runs it
 #   FAULTS_OUT=/tmp/r.md scripts/faults.sh # write the report elsewhere
@@ -25,6 +25,11 @@ trap 'rm -rf "$work"' EXIT
 export SPILLWAY_FAULTS_REPORT="$work/results.jsonl"
 : >"$SPILLWAY_FAULTS_REPORT"
 
+# What runs is what the report names: the commit (and whether the tree differs) as the run starts.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=""
+[ -n "$(git status --porcelain --untracked-files=no -- . ':!RELIABILITY.md' 2>/dev/null)" ] && dirty=" (with uncommitted changes)"
+
 args=(go test -count=1 -v -timeout 90m "$@" ./faults)
 cmd="${args[*]}"
 [ -n "$SPILLWAY_FULL" ] && form="full" || form="short"
@@ -32,7 +37,7 @@ echo "[faults] $form form: CI=true $cmd"
 start=$(date +%s)
 set +e
 # -v: each fault's counts line and notes are in the log; the JSON lines carry them to the report.
-CI=true "${args[@]}" 2>&1 | tee "$work/test.log" | grep -E '^(=== RUN|--- |    --- |PASS|FAIL|ok )|counts:'
+CI=true "${args[@]}" 2>&1 | tee "$work/test.log" | grep --line-buffered -E '^(=== RUN|--- |    --- |PASS|FAIL|ok )|counts:'
 status=${PIPESTATUS[0]}
 set -e
 elapsed=$(( $(date +%s) - start ))
@@ -47,10 +52,6 @@ machine="$(nproc) × ${cpu:-unknown CPU}, $mem RAM, $(uname -sr) (shared with ot
 es_version=$(curl -fsS "$SPILLWAY_ES_URL/_cat/nodes?h=version" 2>/dev/null | head -1 || true)
 pg_version=$("${SPILLWAY_PG_BINDIR:-/usr/lib/postgresql/15/bin}/postgres" --version 2>/dev/null || echo unknown)
 java_version=$("${SPILLWAY_ES_JAVA_HOME:-/usr/lib/jvm/java-17-openjdk-amd64}/bin/java" -version 2>&1 | head -1 || true)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=""
-[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && dirty=" (with uncommitted changes)"
-
 go run ./faults/report -in "$SPILLWAY_FAULTS_REPORT" -out "$out" \
   -command "scripts/faults.sh  (CI=true SPILLWAY_FULL=$SPILLWAY_FULL $cmd)" \
   -date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
