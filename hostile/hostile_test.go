@@ -10,8 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"path"
 	"strings"
 	"sync"
 	"testing"
@@ -65,9 +64,8 @@ func TestHostileCorpus(t *testing.T) {
 		"SPILLWAY_SEARCH_STREAM_POLL=100ms",
 		"SPILLWAY_LOG_LEVEL=debug",
 	}
-	bins := build(t)
-	ingest := start(t, filepath.Join(bins, "ingest"), env)
-	search := start(t, filepath.Join(bins, "search"), env)
+	ingest := start(t, "cmd/ingest", env)
+	search := start(t, "cmd/search", env)
 
 	polite := startPolite(t, ingest.addr, k["admin"])
 	var accepted []string // ids of events corpus cases were allowed to store
@@ -92,15 +90,15 @@ func TestHostileCorpus(t *testing.T) {
 	// Nothing crashed, nothing is stuck.
 	for _, p := range []*proc{ingest, search} {
 		select {
-		case <-p.exited:
-			t.Fatalf("%s exited during the corpus: %v\n%s", p.name, p.err, p.stderr)
+		case <-p.Exited():
+			t.Fatalf("%s exited during the corpus: %v\n%s", p.Name, p.Err(), p.Logs())
 		default:
 		}
 		if res, err := http.Get("http://" + p.addr + "/healthz"); err != nil || res.StatusCode != 200 {
-			t.Fatalf("%s /healthz after the corpus: %v %v", p.name, res, err)
+			t.Fatalf("%s /healthz after the corpus: %v %v", p.Name, res, err)
 		}
-		if strings.Contains(p.stderr.String(), "panic") {
-			t.Errorf("%s logged a panic:\n%s", p.name, p.stderr)
+		if strings.Contains(p.Logs(), "panic") {
+			t.Errorf("%s logged a panic:\n%s", p.Name, p.Logs())
 		}
 	}
 
@@ -478,81 +476,27 @@ func storedClients(t *testing.T, es config.Elasticsearch) map[string]int {
 	return m
 }
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.RemoveBuilds()
+	os.Exit(code)
+}
+
 // proc is a running service binary.
 type proc struct {
-	name   string
-	addr   string
-	stderr *syncBuffer
-	exited chan struct{}
-	err    error
+	*testenv.Process
+	addr string
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// build compiles the ingest and search binaries once per test run.
-func build(t *testing.T) string {
+// start runs a service binary (built once per test run) on a free loopback port and waits
+// until it is ready.
+func start(t *testing.T, pkg string, env []string) *proc {
 	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/ingest", "./cmd/search")
-	cmd.Dir = ".."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
-	}
-	return dir
-}
-
-// start runs a service binary on a free loopback port and waits until it is ready.
-func start(t *testing.T, bin string, env []string) *proc {
-	t.Helper()
-	p := &proc{name: filepath.Base(bin), addr: fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), stderr: &syncBuffer{}, exited: make(chan struct{})}
-	cmd := exec.Command(bin)
-	cmd.Env = append(append(os.Environ(), env...), "SPILLWAY_HTTP_ADDR="+p.addr)
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("%s stderr (last 8 KiB):\n%s", p.name, tail(p.stderr.String(), 8<<10))
-		}
-	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		res, err := http.Get("http://" + p.addr + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return p
-			}
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited: %v\n%s", p.name, p.err, p.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready: %v", p.name, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	env = append(append(os.Environ(), env...), "SPILLWAY_HTTP_ADDR="+addr)
+	p := &proc{Process: testenv.StartProcess(t, path.Base(pkg), testenv.Build(t, pkg), env), addr: addr}
+	p.WaitHTTP(t, "http://"+addr+"/readyz", time.Minute)
+	return p
 }
 
 func tail(s string, n int) string {

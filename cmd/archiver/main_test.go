@@ -9,10 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,83 +18,29 @@ import (
 	"github.com/spillway/spillway/pkg/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-// archiverBinary builds the command once per test run (go build, into a temporary directory).
-func archiverBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "spillway-archiver-test")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "archiver")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binary
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binary != "" {
-		_ = os.RemoveAll(filepath.Dir(binary))
-	}
+	testenv.RemoveBuilds()
 	os.Exit(code)
 }
 
+func archiverBinary(t *testing.T) string { return testenv.Build(t, "cmd/archiver") }
+
 // env configures the binary for the test's prefix and schema, and nothing else of the caller's.
 func env(esCfg config.Elasticsearch, pgCfg config.Postgres, extra ...string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPILLWAY_") && !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "ELASTICSEARCH_URL=") && !strings.HasPrefix(kv, "PORT=") {
-			out = append(out, kv)
-		}
-	}
+	out := append(testenv.ESEnv(esCfg), testenv.PGEnv(pgCfg)...)
 	out = append(out,
-		"SPILLWAY_ELASTICSEARCH_URLS="+strings.Join(esCfg.URLs, ","),
-		"SPILLWAY_ELASTICSEARCH_INDEX_PREFIX="+esCfg.IndexPrefix,
-		fmt.Sprintf("SPILLWAY_ELASTICSEARCH_SHARDS=%d", esCfg.Shards),
-		"SPILLWAY_POSTGRES_URL="+pgCfg.URL.Value(),
-		"SPILLWAY_POSTGRES_SCHEMA="+pgCfg.Schema,
 		"SPILLWAY_HTTP_ADDR=127.0.0.1:0",
 		"SPILLWAY_ARCHIVER_POLL_INTERVAL=10ms",
 		"SPILLWAY_ARCHIVER_BACKOFF_MAX=200ms",
 		"SPILLWAY_ARCHIVER_BATCH_SIZE=20",
 	)
-	return append(out, extra...)
+	return testenv.Env(append(out, extra...)...)
 }
 
-type proc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-}
-
-func startProc(t *testing.T, environ []string, args ...string) *proc {
+func startProc(t *testing.T, environ []string, args ...string) *testenv.Process {
 	t.Helper()
-	p := &proc{cmd: exec.Command(archiverBinary(t), args...), stderr: &syncBuffer{}}
-	p.cmd.Env = environ
-	p.cmd.Stderr = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
-			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
-		}
-	})
-	return p
+	return testenv.StartProcess(t, "archiver", archiverBinary(t), environ, args...)
 }
 
 // runCmd runs one command to completion and returns its exit status and output.
@@ -115,23 +58,6 @@ func runCmd(t *testing.T, environ []string, args ...string) (code int, stdout, s
 		t.Fatal(err)
 	}
 	return 0, out.String(), errOut.String()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Exactly once across kill -9: the archiver is killed at random moments while events are being
@@ -154,11 +80,8 @@ func TestKill9ExactlyOnce(t *testing.T) {
 	for i := 0; i < kills; i++ {
 		p := startProc(t, environ)
 		time.Sleep(time.Duration(150+rand.IntN(1200)) * time.Millisecond)
-		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = p.cmd.Wait()
-		logs.WriteString(p.stderr.String())
+		p.Kill()
+		logs.WriteString(p.Logs())
 		progress = append(progress, len(archivetest.PGIDs(t, pg)))
 	}
 	total := w.Stop(t)
@@ -168,18 +91,16 @@ func TestKill9ExactlyOnce(t *testing.T) {
 	}
 	final := startProc(t, environ)
 	archivetest.WaitCaughtUp(t, es, pg, 2*time.Minute)
-	if err := final.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := final.cmd.Wait(); err != nil {
-		t.Fatalf("graceful stop: %v\n%s", err, final.stderr.String())
+	final.Term()
+	if err := final.Wait(time.Minute); err != nil {
+		t.Fatalf("graceful stop: %v\n%s", err, final.Logs())
 	}
 	if n := archivetest.CheckExactlyOnce(t, es, pg); int64(n) != total {
 		t.Fatalf("Elasticsearch has %d events, the writer indexed %d", n, total)
 	}
 	// Each process verified the last hour once after its first round, while events kept
 	// arriving and with its predecessors killed mid-batch: no false alarm.
-	logs.WriteString(final.stderr.String())
+	logs.WriteString(final.Logs())
 	if strings.Contains(logs.String(), "verify found a mismatch") {
 		t.Fatalf("periodic verify reported a mismatch:\n%s", logs.String())
 	}
@@ -228,9 +149,9 @@ func TestCommands(t *testing.T) {
 	// its checkpoints: verify exits 1 and names them; --repair closes the gap.
 	p := startProc(t, environ, "run")
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("run: %v\n%s", err, p.stderr.String())
+	p.Term()
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatalf("run: %v\n%s", err, p.Logs())
 	}
 	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id IN ($1, $2)", evs[10].ID, evs[11].ID); err != nil {
 		t.Fatal(err)
@@ -314,18 +235,18 @@ func TestRunServesMetrics(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("metrics never showed 30 archived rows: %d\n%s\n%s", code, body, p.stderr.String())
+			t.Fatalf("metrics never showed 30 archived rows: %d\n%s\n%s", code, body, p.Logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if code, body := get("/readyz"); code != 200 {
 		t.Fatalf("readyz %d %s", code, body)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("exit: %v\n%s", err, p.stderr.String())
+	p.Term()
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.Logs())
 	}
-	if !strings.Contains(p.stderr.String(), `"msg":"archiver stopped"`) {
-		t.Fatalf("no clean stop in the log:\n%s", p.stderr.String())
+	if !strings.Contains(p.Logs(), `"msg":"archiver stopped"`) {
+		t.Fatalf("no clean stop in the log:\n%s", p.Logs())
 	}
 }

@@ -163,7 +163,7 @@ func TestSecureByDefault(t *testing.T) {
 	}
 
 	// The binary itself: exit status 2 and the reason on stderr.
-	cmd := exec.Command(build(t))
+	cmd := exec.Command(testenv.Build(t, "cmd/ingest"))
 	cmd.Env = []string{"SPILLWAY_HTTP_ADDR=0.0.0.0:" + fmt.Sprint(testenv.FreePort(t)), "SPILLWAY_ES_URL=http://127.0.0.1:1"}
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError

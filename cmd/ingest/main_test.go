@@ -7,11 +7,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,38 +18,15 @@ import (
 
 // These tests run the real binary as a subprocess: only a process can be killed with -9.
 
-var (
-	buildOnce sync.Once
-	binary    string
-	buildErr  error
-)
-
-func build(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "spillway-ingest-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binary = filepath.Join(dir, "ingest")
-		out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binary
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.RemoveBuilds()
+	os.Exit(code)
 }
 
 type proc struct {
-	cmd    *exec.Cmd
-	url    string
-	stderr *bytes.Buffer
-	exited chan struct{} // closed when the process has exited; err is then its exit error
-	err    error
+	*testenv.Process
+	url string
 }
 
 // start runs the ingest binary against es with extra SPILLWAY_ environment settings and waits
@@ -60,48 +34,10 @@ type proc struct {
 func start(t *testing.T, es config.Elasticsearch, env ...string) *proc {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd := exec.Command(build(t))
-	cmd.Env = append(os.Environ(), "SPILLWAY_ES_URL="+es.URLs[0], "SPILLWAY_ELASTICSEARCH_INDEX_PREFIX="+es.IndexPrefix,
-		"SPILLWAY_HTTP_ADDR="+addr, "SPILLWAY_HTTP_SHUTDOWN_GRACE=20s")
-	cmd.Env = append(cmd.Env, env...)
-	p := &proc{cmd: cmd, url: "http://" + addr, stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	cmd.Stderr = &lockedWriter{w: p.stderr}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.err = cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("ingest stderr:\n%s", p.stderr)
-		}
-	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		res, err := http.Get(p.url + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				return p
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ingest not ready: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
+	environ := testenv.Env(append(testenv.ESEnv(es), "SPILLWAY_HTTP_ADDR="+addr, "SPILLWAY_HTTP_SHUTDOWN_GRACE=20s")...)
+	p := &proc{Process: testenv.StartProcess(t, "ingest", testenv.Build(t, "cmd/ingest"), append(environ, env...)), url: "http://" + addr}
+	p.WaitHTTP(t, p.url+"/readyz", time.Minute)
+	return p
 }
 
 func (p *proc) post(query string, body string) (int, []byte, error) {
@@ -187,10 +123,7 @@ func TestKill9KeepsAcknowledgedEvents(t *testing.T) {
 		t.Fatal("not enough events acknowledged")
 	}
 	// kill -9 while requests are in flight.
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-p.exited
+	p.Kill()
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
@@ -216,16 +149,9 @@ func TestSIGTERMWritesAsyncEvents(t *testing.T) {
 	if got := countIDs(t, es, all); got != 0 {
 		t.Fatalf("%d events stored before shutdown; the test cannot show the drain writes them", got)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-p.exited:
-		if p.err != nil {
-			t.Fatalf("exit: %v", p.err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("ingest did not exit after SIGTERM")
+	p.Term()
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 	if got := countIDs(t, es, all); got != len(all) {
 		t.Fatalf("%d of %d async events stored after SIGTERM", got, len(all))

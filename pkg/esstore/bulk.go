@@ -64,8 +64,8 @@ const (
 	// Duplicate: an event with this id already exists in the event's daily index. A retried
 	// event is a success, not an error.
 	Duplicate
-	// Rejected: Elasticsearch refused the document (a 4xx other than 409 and 429). Retrying
-	// will not help.
+	// Rejected: Elasticsearch refused the document (a 4xx other than 409 and 429, and not an
+	// index block). Retrying will not help.
 	Rejected
 )
 
@@ -296,6 +296,12 @@ func classify(res esutil.BulkIndexerResponseItem, err error) Outcome {
 	case res.Status == http.StatusConflict:
 		return Outcome{Result: Duplicate, Status: res.Status}
 	case res.Status == http.StatusTooManyRequests || res.Status >= 500:
+		return Outcome{Result: Pending, Status: res.Status, Reason: reason}
+	case res.Error.Type == "cluster_block_exception":
+		// A block is the cluster refusing writes (index.blocks.write or read_only: 403; a full
+		// disk's read_only_allow_delete comes as 429), not the event being wrong: retry it, and
+		// let the caller answer "unavailable". Rejecting it would tell the client to drop a valid
+		// event.
 		return Outcome{Result: Pending, Status: res.Status, Reason: reason}
 	default:
 		return Outcome{Result: Rejected, Status: res.Status, Reason: reason}

@@ -284,3 +284,56 @@ func TestBulkNeverWaitsForAMissingCallback(t *testing.T) {
 		t.Fatalf("Write = %+v, %v; want pending and unavailable at the deadline", out, err)
 	}
 }
+
+// A write-blocked index (index.blocks.write, as an operator sets it; Elasticsearch answers each
+// item 403 cluster_block_exception) is the cluster refusing writes, not a bad event: the items
+// stay Pending and are retried — ingest answers 503 — and are written once the block is gone.
+// Classifying them as Rejected made ingest answer 400, telling clients to drop valid events.
+func TestBulkWriteBlockedIndexIsRetried(t *testing.T) {
+	cfg := testenv.ES(t)
+	ctx := testenv.Context(t, time.Minute)
+	var flushes atomic.Int64
+	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(esstore.Flush) { flushes.Add(1) }})
+	if err := s.InstallTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := newEvent("c", "")
+	if out, err := w.Write(ctx, []event.Event{first}, false); err != nil || out[0].Result != esstore.Created {
+		t.Fatalf("Write: %+v %v", out, err)
+	}
+	index := s.IndexFor(first.Timestamp)
+	setBlock := func(v string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, cfg.URLs[0]+"/"+index+"/_settings", strings.NewReader(`{"index.blocks.write":`+v+`}`))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("set index.blocks.write=%s: %v %v", v, res, err)
+		}
+		res.Body.Close()
+	}
+	setBlock("true")
+	t.Cleanup(func() { setBlock("null") })
+
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	e := newEvent("c", "")
+	out, err := w.Write(short, []event.Event{e}, false)
+	if !errors.Is(err, event.ErrUnavailable) || out[0].Result != esstore.Pending || out[0].Status != 403 ||
+		!strings.Contains(out[0].Reason, "cluster_block_exception") {
+		t.Fatalf("blocked: %+v %v; want pending with the block as the reason", out, err)
+	}
+
+	// Blocked while a Write is retrying, then unblocked: the event is written.
+	done := make(chan []esstore.Outcome, 1)
+	before := flushes.Load()
+	go func() { out, _ := w.Write(ctx, []event.Event{e}, false); done <- out }()
+	for flushes.Load() == before { // its first attempt has been answered (blocked)
+		time.Sleep(10 * time.Millisecond)
+	}
+	setBlock("null")
+	out = <-done
+	if out[0].Result != esstore.Created || out[0].Attempts < 2 {
+		t.Fatalf("after the block: %+v; want created after retries", out[0])
+	}
+}

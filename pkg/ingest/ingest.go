@@ -306,6 +306,11 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 		case !errors.Is(cause, errAckTimeout) && werr != nil:
 			reason, msg = "unavailable", fmt.Sprintf("Elasticsearch did not acknowledge %d of %d events; retry later with the same ids", failed, len(events))
 		}
+		if why := itemReason(out); why != "" && (reason == "deadline" || reason == "unavailable") {
+			// Say why, when Elasticsearch said it (a write block, a full disk, a rejected-execution
+			// queue): "not acknowledged in time" alone leaves clients and operators guessing.
+			msg += "; Elasticsearch answered: " + why
+		}
 		if werr == nil {
 			werr = errors.New("events pending without an error")
 		}
@@ -318,6 +323,17 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 	default:
 		httpx.WriteJSON(w, http.StatusCreated, res)
 	}
+}
+
+// itemReason is Elasticsearch's reason for the last pending event it answered with an error.
+// Transport errors are left out: they name internal addresses and say no more than the breaker.
+func itemReason(out []esstore.Outcome) string {
+	for i := len(out) - 1; i >= 0; i-- {
+		if o := out[i]; o.Result == esstore.Pending && o.Status != 0 && o.Reason != "" {
+			return o.Reason
+		}
+	}
+	return ""
 }
 
 // errAckTimeout is the cause of a request whose acknowledgement deadline passed.

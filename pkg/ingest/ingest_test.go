@@ -305,6 +305,23 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 			t.Error("503 not counted")
 		}
 	})
+	t.Run("deadline names Elasticsearch's reason", func(t *testing.T) {
+		cfg := testConfig()
+		cfg.AckTimeout = 50 * time.Millisecond
+		rg := newRig(t, cfg)
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+			<-ctx.Done() // every attempt answered with a block until the deadline
+			out := outcomes(len(evs), esstore.Pending)
+			out[1].Status, out[1].Reason = 403, "cluster_block_exception: index [e-2026.01.01] blocked by: [FORBIDDEN/8/index write (api)]"
+			out[2].Reason = "dial tcp 10.0.0.7:9200: connect: connection refused" // no status: not Elasticsearch's answer
+			return out, fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
+		}
+		res := rg.post(t, "", jsonCT, body)
+		e := res.envelope(t)
+		if res.status != 503 || !strings.Contains(e.Message, "Elasticsearch answered: cluster_block_exception") || strings.Contains(e.Message, "10.0.0.7") {
+			t.Fatalf("%d %s", res.status, res.body)
+		}
+	})
 	t.Run("unavailable writer is 503", func(t *testing.T) {
 		rg := newRig(t, testConfig())
 		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {

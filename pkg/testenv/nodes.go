@@ -1,9 +1,10 @@
 package testenv
 
 import (
-	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
@@ -211,14 +212,32 @@ func StartES(t testing.TB, n int, heap string, opts ...ESOption) *ESCluster {
 		}
 	}
 	if err := waitES(c.adminURL(c.Nodes[0]), 3*time.Minute); err != nil {
-		t.Fatalf("private cluster not healthy: %v", err)
+		t.Fatalf("private cluster not healthy: %v\n%s", err, c.logTails())
 	}
 	if n > 1 {
 		if err := waitNodes(c.adminURL(c.Nodes[0]), n, 2*time.Minute); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\n%s", err, c.logTails())
 		}
 	}
 	return c
+}
+
+// logTails is the end of every node's log, for a cluster that did not come up (the logs are
+// deleted with the scratch directory when the test ends).
+func (c *ESCluster) logTails() string {
+	var b strings.Builder
+	for _, n := range c.Nodes {
+		log, err := os.ReadFile(filepath.Join(n.dir, "logs", "spillway-test.log"))
+		if err != nil {
+			fmt.Fprintf(&b, "%s: no log: %v\n", n.Name, err)
+			continue
+		}
+		if len(log) > 4096 {
+			log = log[len(log)-4096:]
+		}
+		fmt.Fprintf(&b, "--- %s log (end):\n%s\n", n.Name, log)
+	}
+	return b.String()
 }
 
 func (n *ESNode) pidFile() string { return filepath.Join(n.dir, "es.pid") }
@@ -309,17 +328,27 @@ func waitHTTP(url string, timeout time.Duration) error {
 	}
 }
 
+// waitNodes waits until the cluster at url has n nodes. (Elasticsearch refuses unknown query
+// parameters, so the health URL is built here rather than by appending to waitES's.)
 func waitNodes(url string, n int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: 15 * time.Second}
+	var last string
 	for {
-		if err := waitES(url+fmt.Sprintf("/_cluster/health?wait_for_nodes=%d&timeout=5s&x=", n), 10*time.Second); err == nil {
-			return nil
+		res, err := client.Get(fmt.Sprintf("%s/_cluster/health?wait_for_nodes=%d&timeout=5s", url, n))
+		if err == nil {
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", res.StatusCode, body)
+		} else {
+			last = err.Error()
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster did not reach %d nodes", n)
-		case <-time.After(time.Second):
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster did not reach %d nodes within %s (last: %s)", n, timeout, last)
 		}
+		time.Sleep(time.Second)
 	}
 }

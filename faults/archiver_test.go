@@ -1,0 +1,80 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/pkg/pgstore"
+	"github.com/spillway/spillway/pkg/testenv"
+)
+
+// kill -9 of the archiver at random points, and crashes of PostgreSQL (immediate shutdown)
+// while it works, during ingest load. Every batch commits its rows with its checkpoint, so a
+// batch cut anywhere is either all in or all out, and the next process resumes from the
+// checkpoint: once the last archiver has caught up, PostgreSQL holds exactly Elasticsearch's
+// events — each acknowledged one, each once — and the checkpoints account for every row.
+// (pkg/archive and cmd/archiver test the same with a direct writer; this one runs the whole
+// path, from the clients' 201s to the rows.)
+func TestFaultArchiverKill9PostgresRestart(t *testing.T) {
+	kills := pick(4, 15)
+	cluster := testenv.StartPG(t)
+	esCfg := testenv.ES(t)
+	esCfg.Shards = 2 // two feeds with their own checkpoints
+	pgCfg := testenv.PGAt(t, cluster.URL())
+	es, pg := archivetest.Stores(t, esCfg, pgCfg, "spillway-faults")
+	cfg := loadConfig("")
+	f := newFault(t, "archiver kill -9, PostgreSQL crash", fmt.Sprintf(
+		"The archiver killed with SIGKILL %d times at random points (0.3–2.5 s after each start); in every other run the "+
+			"(private) PostgreSQL is crashed (`pg_ctl stop -m immediate`) and restarted under it first; ingest load of %.0f "+
+			"requests/s × %d events throughout (2 shards); then a last archiver catches up and stops with SIGTERM.",
+		kills, cfg.Rate, cfg.EventsPerRequest))
+	ing := startIngest(t, esCfg, addr(t))
+	cfg.IngestURL = ing.URL
+	ld := startLoad(f.tr, cfg)
+	waitAcks(t, f.tr, 200)
+
+	var progress []int
+	var logs strings.Builder
+	restarts := 0
+	for i := 0; i < kills; i++ {
+		a := startArchiver(t, esCfg, pgCfg)
+		time.Sleep(jitter(300*time.Millisecond, 1500*time.Millisecond))
+		if i%2 == 1 {
+			cluster.Restart(t, true, jitter(100*time.Millisecond, time.Second))
+			restarts++
+			time.Sleep(jitter(0, time.Second)) // killed while reconnecting, or after
+		}
+		a.Kill()
+		logs.WriteString(a.Logs())
+		progress = append(progress, len(retry(t, "count archived rows", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, pg) })))
+	}
+	ld.Stop(t)
+	f.note("rows in PostgreSQL after each kill: %v; PostgreSQL crashed %d times", progress, restarts)
+	if progress[len(progress)-1] == 0 {
+		t.Fatal("nothing was archived before the last kill: the kills interrupted no work")
+	}
+
+	final := startArchiver(t, esCfg, pgCfg)
+	archivetest.WaitCaughtUp(t, es, pg, 3*time.Minute)
+	final.Term()
+	if err := final.Wait(time.Minute); err != nil {
+		t.Errorf("the last archiver did not stop cleanly: %v", err)
+	}
+	logs.WriteString(final.Logs())
+	f.check(es, pg)
+	if !t.Failed() {
+		archivetest.CheckExactlyOnce(t, es, pg)
+	}
+	if strings.Contains(logs.String(), "verify found a mismatch") {
+		t.Error("an archiver's periodic verification reported a mismatch")
+	}
+	st := retry(t, "archive state", func(ctx context.Context) (pgstore.State, error) { return pg.State(ctx) })
+	f.note("archive state: %d rows repaired by verification, %d backfilled", st.RowsRepaired, st.RowsBackfilled)
+	if st.RowsRepaired+st.RowsBackfilled != 0 {
+		t.Error("rows were written outside the feed: a verification found (and repaired) a gap the feed left")
+	}
+}
