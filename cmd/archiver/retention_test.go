@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,9 +48,9 @@ func TestRetentionCommand(t *testing.T) {
 		"SPILLWAY_SEARCH_QUERY_TIMEOUT=100ms")
 	p := startProc(t, environ, "run")
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("run: %v\n%s", err, p.stderr.String())
+	p.Term()
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatalf("run: %v\n%s", err, p.Logs())
 	}
 	// Unarchived: indexed into day −8 after the archiver stopped.
 	if _, err := es.Put(ctx, event.Event{ID: "late", ClientID: "c", Timestamp: dayAgo(8).Add(time.Hour), IngestedAt: time.Now()}); err != nil {
@@ -135,9 +134,9 @@ func TestRetentionCommand(t *testing.T) {
 	// Once archived, the rest goes; verify over the dropped days says why rows look extra.
 	p = startProc(t, environ, "run")
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("run: %v\n%s", err, p.stderr.String())
+	p.Term()
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatalf("run: %v\n%s", err, p.Logs())
 	}
 	if code, stdout, stderr = runCmd(t, applyEnv, "retention", "--older-than", "4d", "--apply"); code != 0 {
 		t.Fatalf("second apply: exit %d\n%s\n%s", code, stdout, stderr)
