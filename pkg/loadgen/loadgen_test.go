@@ -123,6 +123,42 @@ func TestErrorsAreCountedByStatus(t *testing.T) {
 	if res.Status["429"] == 0 || res.Status["201"] == 0 || res.Events != int64(res.Status["201"]) {
 		t.Fatalf("%+v", res)
 	}
+	by := res.LatencyByStatus
+	if by["429"].N != res.Status["429"] || by["201"].N != res.Status["201"] || by["429"].N+by["201"].N != res.Latency.N {
+		t.Fatalf("latency by status %+v does not split the %d samples by status %v", by, res.Latency.N, res.Status)
+	}
+}
+
+func TestRequestBodiesAreValidEvents(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		g := newGenerator(Config{EventsPerRequest: n, EventSize: 300, Clients: 5, ClientPrefix: "c-"})
+		body, ids := g.request()
+		var evs []map[string]any
+		if n == 1 {
+			var e map[string]any
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("%v: %s", err, body)
+			}
+			evs = append(evs, e)
+		} else if err := json.Unmarshal(body, &evs); err != nil {
+			t.Fatalf("%v: %s", err, body)
+		}
+		if len(evs) != n || len(ids) != n {
+			t.Fatalf("%d events, %d ids", len(evs), len(ids))
+		}
+		for i, e := range evs {
+			ts, _ := e["timestamp"].(string)
+			if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || e["id"] != ids[i] || !strings.HasPrefix(e["clientId"].(string), "c-") || e["type"] != "load" {
+				t.Fatalf("event %d: %v", i, e)
+			}
+			if p, ok := e["payload"].(map[string]any); !ok || len(p["data"].(string)) < 100 {
+				t.Fatalf("payload %v", e["payload"])
+			}
+		}
+		if len(body) < n*250 || len(body) > n*350 {
+			t.Fatalf("%d bytes for %d events of ~300 B", len(body), n)
+		}
+	}
 }
 
 type writerFunc func([]byte) (int, error)
