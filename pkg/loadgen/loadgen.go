@@ -92,10 +92,10 @@ type Result struct {
 	// LatencyByStatus splits Latency by status ("201", "429", "503", "error"): an overloaded
 	// server must refuse fast, and the refusals' latency is its own figure.
 	LatencyByStatus map[string]Percentiles `json:"latency_by_status_ms,omitempty"`
-	Visibility       *Percentiles   `json:"visibility_ms,omitempty"`
-	VisibilityLost   int64          `json:"visibility_not_found,omitempty"`
-	Search           *Percentiles   `json:"search_latency_ms,omitempty"`
-	SearchStatus     map[string]int `json:"search_status_counts,omitempty"`
+	Visibility      *Percentiles           `json:"visibility_ms,omitempty"`
+	VisibilityLost  int64                  `json:"visibility_not_found,omitempty"`
+	Search          *Percentiles           `json:"search_latency_ms,omitempty"`
+	SearchStatus    map[string]int         `json:"search_status_counts,omitempty"`
 	// Unsent counts open-loop requests whose intended send time passed while every slot was
 	// busy and the run ended first: offered load the system under test did not take.
 	Unsent int64 `json:"unsent,omitempty"`
