@@ -42,13 +42,14 @@ type plan struct {
 	NaivePool    int
 	S1Conc       int
 	WarmDur      time.Duration // unrecorded warm-up before the raw sweep, S1 and the sweep
+	Rounds       int           // raw, S1, S2 interleaved this many times
 }
 
 func fullPlan() plan {
 	return plan{
 		RawDur:   15 * time.Second,
 		RawSweep: [][2]int{{500, 4}, {1000, 2}, {1000, 4}, {1000, 8}, {5000, 4}, {5000, 8}},
-		S1Dur:    30 * time.Second, S2Dur: 30 * time.Second,
+		S1Dur:    20 * time.Second, S2Dur: 20 * time.Second, Rounds: 3,
 		Preload: 5_000_000, S3Dur: 60 * time.Second,
 		S6Rows:   1_000_000,
 		S7Before: 20 * time.Second, S7Down: 30 * time.Second, S7After: 20 * time.Second,
@@ -65,7 +66,7 @@ func quickPlan() plan {
 		Quick:    true,
 		RawDur:   4 * time.Second,
 		RawSweep: [][2]int{{1000, 4}, {5000, 4}},
-		S1Dur:    6 * time.Second, S2Dur: 6 * time.Second,
+		S1Dur:    5 * time.Second, S2Dur: 5 * time.Second, Rounds: 2,
 		Preload: 150_000, S3Dur: 12 * time.Second,
 		S6Rows:   60_000,
 		S7Before: 4 * time.Second, S7Down: 8 * time.Second, S7After: 4 * time.Second,
@@ -82,10 +83,10 @@ func (p plan) scale() string {
 		return ""
 	}
 	f := fullPlan()
-	return fmt.Sprintf("Durations are cut to seconds (S1/S2 %s instead of %s, S3 %s instead of %s, sweep points %s instead of %s, Elasticsearch stopped %s instead of %s); "+
+	return fmt.Sprintf("Durations are cut to seconds (S1/S2 %d rounds of %s instead of %d of %s, S3 %s instead of %s, sweep points %s instead of %s, Elasticsearch stopped %s instead of %s); "+
 		"S5 runs with %s events indexed instead of ≥ %s, S6 drains %s events instead of ≥ %s; the raw _bulk sweep tries %d configurations instead of %d. "+
 		"Figures are indicative only; the targets' sizes are not met by construction.",
-		p.S1Dur, f.S1Dur, p.S3Dur, f.S3Dur, p.SweepDur, f.SweepDur, p.S7Down, f.S7Down,
+		p.Rounds, p.S1Dur, f.Rounds, f.S1Dur, p.S3Dur, f.S3Dur, p.SweepDur, f.SweepDur, p.S7Down, f.S7Down,
 		bench.Num(float64(p.Preload)), bench.Num(float64(f.Preload)), bench.Num(float64(p.S6Rows)), bench.Num(float64(f.S6Rows)),
 		len(p.RawSweep), len(f.RawSweep))
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -88,4 +90,48 @@ func diffBulk(before, after metrics) bulkStats {
 
 func (s bulkStats) String() string {
 	return fmt.Sprintf("%.0f bulk requests of %.0f events (%.0f KB) on average, %.0f ms each", s.Bulks, s.EventsPerBulk, s.KBPerBulk, s.MeanBulkMS)
+}
+
+// serverP99 is the upper bound of the histogram bucket holding the 99th percentile of ingest's
+// own request durations (spillway_http_request_duration_seconds) for one status, between two
+// scrapes, in milliseconds: what the server spent, without the client's queueing. The second
+// result is the number of requests.
+func serverP99(before, after metrics, status string) (float64, float64) {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	byLE := map[float64]float64{}
+	for k, v := range after {
+		base, labels, _ := strings.Cut(k, "{")
+		if base != "spillway_http_request_duration_seconds_bucket" || !strings.Contains(labels, `status="`+status+`"`) {
+			continue
+		}
+		i := strings.Index(labels, `le="`)
+		if i < 0 {
+			continue
+		}
+		leText := labels[i+4:]
+		leText = leText[:strings.IndexByte(leText, '"')]
+		le, err := strconv.ParseFloat(leText, 64)
+		if leText == "+Inf" {
+			le, err = math.Inf(1), nil
+		}
+		if err != nil {
+			continue
+		}
+		byLE[le] += v - before[k]
+	}
+	for le, n := range byLE {
+		bs = append(bs, bucket{le, n})
+	}
+	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
+	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
+		return 0, 0
+	}
+	total := bs[len(bs)-1].n
+	for _, b := range bs {
+		if b.n >= 0.99*total {
+			return b.le * 1000, total
+		}
+	}
+	return math.Inf(1), total
 }

@@ -33,8 +33,9 @@ type runner struct {
 	phases    map[string]bool
 	run       string // prefix of this run's index prefixes and schemas
 
-	rawBest *bench.RawBulkResult
-	s1      *loadgen.Result
+	rawBest    *bench.RawBulkResult
+	s1         *loadgen.Result
+	s1Capacity float64 // S1's median events/s: the "capacity" S7 offers five times
 }
 
 func (r *runner) want(phase string) bool { return len(r.phases) == 0 || r.phases[phase] }

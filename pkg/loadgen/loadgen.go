@@ -50,6 +50,9 @@ type Config struct {
 	AckedIDs io.Writer
 	// Timeout of one request.
 	Timeout time.Duration
+	// Until, when set, ends the run early once it is closed (Duration still bounds it): for runs
+	// that last until something else has happened, like a node coming back.
+	Until <-chan struct{}
 }
 
 func (c *Config) defaults() {
@@ -182,6 +185,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	if cfg.Until != nil {
+		go func() {
+			select {
+			case <-cfg.Until:
+				cancel()
+			case <-runCtx.Done():
+			}
+		}()
+	}
 
 	vis := newVisibility(cfg, client)
 	var sr *recorder
@@ -226,10 +238,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		sem := make(chan struct{}, cfg.Concurrency)
 		interval := time.Duration(float64(time.Second) / cfg.Rate)
 		dispatched := int64(0)
-		defer func() {
-			intended := int64(cfg.Duration/interval) + 1
-			res.Unsent = max(0, intended-dispatched)
-		}()
 	loop:
 		for i := 0; ; i++ {
 			intended := start.Add(time.Duration(i) * interval)
@@ -249,6 +257,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			wg.Add(1)
 			go func() { defer wg.Done(); defer func() { <-sem }(); send(intended) }()
 		}
+		// Intended sends up to the end of the run (Duration, or earlier through Until).
+		intended := int64(min(time.Since(start), cfg.Duration)/interval) + 1
+		res.Unsent = max(0, intended-dispatched)
 	} else {
 		res.Mode = "closed-loop"
 		for w := 0; w < cfg.Concurrency; w++ {

@@ -164,3 +164,17 @@ func TestRequestBodiesAreValidEvents(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestUntilEndsTheRunEarly(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(201) }))
+	defer srv.Close()
+	until := make(chan struct{})
+	time.AfterFunc(200*time.Millisecond, func() { close(until) })
+	res, err := Run(context.Background(), Config{IngestURL: srv.URL, Duration: time.Minute, Rate: 100, Concurrency: 4, Until: until})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Elapsed > 10 || res.Requests == 0 || res.Unsent > 5 {
+		t.Fatalf("run did not end at Until: %+v", res)
+	}
+}
