@@ -67,8 +67,8 @@ func defaults(role Role) map[string]any {
 		"ingest.max_future_skew":     24 * time.Hour,
 		"ingest.max_past_age":        30 * 24 * time.Hour,
 		"ingest.ack_timeout":         10 * time.Second,
-		"ingest.inflight_max_bytes":  "256MiB",
-		"ingest.inflight_max_events": 100000,
+		"ingest.inflight_max_bytes":  "48MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
+		"ingest.inflight_max_events": 50000,
 		"ingest.bulk_workers":        4,
 		"ingest.bulk_flush_bytes":    "4MiB",
 		"ingest.bulk_flush_interval": 5 * time.Millisecond,
