@@ -43,6 +43,7 @@ type plan struct {
 	S1Conc       int
 	WarmDur      time.Duration // unrecorded warm-up before the raw sweep, S1 and the sweep
 	Rounds       int           // raw, S1, S2 interleaved this many times
+	TuneDur      time.Duration // one run of the tune phase
 }
 
 func fullPlan() plan {
@@ -58,6 +59,7 @@ func fullPlan() plan {
 		NaivePool:  500,
 		S1Conc:     16,
 		WarmDur:    10 * time.Second,
+		TuneDur:    10 * time.Second,
 	}
 }
 
@@ -75,6 +77,7 @@ func quickPlan() plan {
 		NaivePool:  500,
 		S1Conc:     16,
 		WarmDur:    4 * time.Second,
+		TuneDur:    5 * time.Second,
 	}
 }
 
@@ -105,7 +108,7 @@ func run(args []string) error {
 	bin := fs.String("bin", "bin", "directory of the built ingest, search, archiver and loadgen binaries")
 	out := fs.String("out", "", "directory for results.json, results.md, plots, profiles and logs")
 	updateDoc := fs.Bool("update-doc", false, "splice the table into BENCHMARKS.md and copy the plots to docs/benchmarks/")
-	only := fs.StringSlice("only", nil, "run only these phases: raw, ingest (S1-S5), archive (S6), wan (S8), overload (S7)")
+	only := fs.StringSlice("only", nil, "run only these phases: raw, ingest (S1-S5), archive (S6), wan (S8), overload (S7); tune (ingest settings compared) runs only when named")
 	ingestSet := fs.StringArray("ingest-set", nil, "extra ingest configuration, key=value (e.g. ingest.bulk_workers=8), for tuning runs")
 	command := fs.String("command", "", "the command line to record (scripts/bench.sh passes its own)")
 	if err := fs.Parse(args); err != nil {

@@ -46,6 +46,7 @@ func (r *runner) all(ctx context.Context) {
 		f    func(context.Context) error
 	}{
 		{"raw", r.rawES},
+		{"tune", r.tune}, // only with --only tune
 		{"ingest", r.ingest},
 		{"archive", r.archive},
 		{"wan", r.wan},
@@ -56,7 +57,7 @@ func (r *runner) all(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if !r.want(ph.name) {
+		if !r.want(ph.name) || (ph.name == "tune" && !r.phases["tune"]) {
 			continue
 		}
 		logf("phase %s", ph.name)

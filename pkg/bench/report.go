@@ -32,6 +32,8 @@ type Report struct {
 	Sweep []SweepPoint `json:"sweep"`
 	// Runs holds every raw load-generator result by name, for whoever wants more than the table.
 	Runs map[string]any `json:"runs"`
+	// Tuning compares ingest settings (cmd/bench --only tune).
+	Tuning *Tuning `json:"tuning,omitempty"`
 	// Errors lists scenarios that could not be run, with why.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -74,6 +76,21 @@ type SweepPoint struct {
 	Errors    int64   `json:"errors"` // requests not answered 201
 	Unsent    int64   `json:"unsent"`
 	Saturated bool    `json:"saturated"`
+}
+
+// Tuning is an interleaved comparison of ingest settings on the ingest workloads.
+type Tuning struct {
+	Rounds    int       `json:"rounds"`
+	Seconds   float64   `json:"seconds_per_run"`
+	Workloads []string  `json:"workloads"`
+	Rows      []TuneRow `json:"rows"`
+}
+
+// TuneRow is one configuration's medians (and every round's figure) per workload.
+type TuneRow struct {
+	Config  string      `json:"config"`
+	Medians []float64   `json:"medians"`
+	Rounds  [][]float64 `json:"rounds"`
 }
 
 // Saturated reports whether a run at an offered rate did not keep up: less than 95 % of the
@@ -164,6 +181,25 @@ func (r *Report) Markdown(plots []string) string {
 		for _, p := range pts {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", p.System, num(p.Offered), num(p.Achieved),
 				ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), p.Errors, map[bool]string{true: "**yes**", false: "no"}[p.Saturated])
+		}
+	}
+	if t := r.Tuning; t != nil {
+		fmt.Fprintf(&b, "\n**Ingest settings compared** (each configuration a separate ingest process, visited in rotating order, %d rounds of %.0f s; medians, rounds in brackets):\n\n", t.Rounds, t.Seconds)
+		b.WriteString("| configuration |")
+		for _, w := range t.Workloads {
+			fmt.Fprintf(&b, " %s |", w)
+		}
+		b.WriteString("\n|---|" + strings.Repeat("---|", len(t.Workloads)) + "\n")
+		for _, row := range t.Rows {
+			fmt.Fprintf(&b, "| %s |", row.Config)
+			for w, m := range row.Medians {
+				var rs []string
+				for _, x := range row.Rounds[w] {
+					rs = append(rs, num(x))
+				}
+				fmt.Fprintf(&b, " %s (%s) |", num(m), strings.Join(rs, ", "))
+			}
+			b.WriteString("\n")
 		}
 	}
 	if len(plots) > 0 {
