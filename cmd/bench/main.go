@@ -31,7 +31,8 @@ type plan struct {
 	RawDur       time.Duration
 	RawSweep     [][2]int // bulk size, concurrent requests
 	S1Dur, S2Dur time.Duration
-	Preload      int64 // events indexed before S3/S5 (S5 wants ≥ 5 M)
+	Preload      int64         // events indexed before S3/S5 (S5 wants ≥ 5 M)
+	PreloadMax   time.Duration // bound on loading them
 	S3Dur        time.Duration
 	S6Rows       int // the archiver's backlog (S6 wants ≥ 1 M)
 	S7Before     time.Duration
@@ -51,7 +52,7 @@ func fullPlan() plan {
 		RawDur:   15 * time.Second,
 		RawSweep: [][2]int{{500, 4}, {1000, 2}, {1000, 4}, {1000, 8}, {5000, 4}, {5000, 8}},
 		S1Dur:    20 * time.Second, S2Dur: 20 * time.Second, Rounds: 3,
-		Preload: 5_000_000, S3Dur: 60 * time.Second,
+		Preload: 5_000_000, PreloadMax: 25 * time.Minute, S3Dur: 60 * time.Second,
 		S6Rows:   1_000_000,
 		S7Before: 20 * time.Second, S7Down: 30 * time.Second, S7After: 20 * time.Second,
 		SweepRates: []float64{250, 500, 1000, 1500, 2000, 3000, 4000},
@@ -69,7 +70,7 @@ func quickPlan() plan {
 		RawDur:   4 * time.Second,
 		RawSweep: [][2]int{{1000, 4}, {5000, 4}},
 		S1Dur:    5 * time.Second, S2Dur: 5 * time.Second, Rounds: 2,
-		Preload: 150_000, S3Dur: 12 * time.Second,
+		Preload: 150_000, PreloadMax: time.Minute, S3Dur: 12 * time.Second,
 		S6Rows:   60_000,
 		S7Before: 4 * time.Second, S7Down: 8 * time.Second, S7After: 4 * time.Second,
 		SweepRates: []float64{500, 1000, 2000},
@@ -110,6 +111,7 @@ func run(args []string) error {
 	updateDoc := fs.Bool("update-doc", false, "splice the table into BENCHMARKS.md and copy the plots to docs/benchmarks/")
 	only := fs.StringSlice("only", nil, "run only these phases: raw, ingest (S1-S5), archive (S6), wan (S8), overload (S7); tune (ingest settings compared) runs only when named")
 	ingestSet := fs.StringArray("ingest-set", nil, "extra ingest configuration, key=value (e.g. ingest.bulk_workers=8), for tuning runs")
+	archiverSet := fs.StringArray("archiver-set", nil, "extra archiver configuration, key=value (e.g. archiver.batch_size=10000)")
 	command := fs.String("command", "", "the command line to record (scripts/bench.sh passes its own)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -141,7 +143,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	r := &runner{plan: p, st: st, ingestSet: *ingestSet, phases: map[string]bool{},
+	r := &runner{plan: p, st: st, ingestSet: *ingestSet, archiverSet: *archiverSet, phases: map[string]bool{},
 		run: fmt.Sprintf("b%x", time.Now().Unix()%0xfffff),
 		rep: &bench.Report{Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Command: *command, Quick: p.Quick, Scale: p.scale(),
 			Settings: map[string]string{}, Runs: map[string]any{}}}

@@ -26,12 +26,13 @@ import (
 // runner runs the phases in order and fills the report. A phase that fails records why and
 // leaves its rows "not measured"; the next phase still runs.
 type runner struct {
-	plan      plan
-	st        *stack
-	rep       *bench.Report
-	ingestSet []string
-	phases    map[string]bool
-	run       string // prefix of this run's index prefixes and schemas
+	plan        plan
+	st          *stack
+	rep         *bench.Report
+	ingestSet   []string
+	archiverSet []string
+	phases      map[string]bool
+	run         string // prefix of this run's index prefixes and schemas
 
 	rawBest    *bench.RawBulkResult
 	s1         *loadgen.Result
@@ -200,8 +201,14 @@ func (r *runner) spillwayEnv(addr, admin, esURL, prefix, pgURL, schema string) [
 	if admin != "" {
 		env = append(env, "SPILLWAY_HTTP_ADMIN_ADDR="+admin)
 	}
-	if pgURL != "" {
+	if pgURL != "" { // the archiver
 		env = append(env, "SPILLWAY_POSTGRES_URL="+pgURL, "SPILLWAY_POSTGRES_SCHEMA="+schema)
+		for _, kv := range r.archiverSet {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				env = append(env, config.EnvName(k)+"="+v)
+				r.rep.Settings[k] = v
+			}
+		}
 	}
 	return env
 }
