@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -77,7 +78,7 @@ func (r *runner) tune(ctx context.Context) error {
 				if cfg.Rate > 0 {
 					v = res.Latency.P99
 					if failed(res) > 0 {
-						v = max(v, cfg.Timeout.Seconds()*1000) // a failed run is no better than a timeout
+						v = math.Inf(1) // shown as "—": a run with failures has no p99 worth comparing
 					}
 				}
 				got[i][w] = append(got[i][w], v)

@@ -237,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Mode, res.OfferedRate = "open-loop", cfg.Rate
 		sem := make(chan struct{}, cfg.Concurrency)
 		interval := time.Duration(float64(time.Second) / cfg.Rate)
-		dispatched := int64(0)
+		var overdue time.Time
 	loop:
 		for i := 0; ; i++ {
 			intended := start.Add(time.Duration(i) * interval)
@@ -250,16 +250,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 			select {
 			case <-runCtx.Done():
+				overdue = intended // every slot was busy: the system under test did not take it
 				break loop
 			case sem <- struct{}{}: // waiting here counts: latency runs from `intended`
 			}
-			dispatched++
 			wg.Add(1)
 			go func() { defer wg.Done(); defer func() { <-sem }(); send(intended) }()
 		}
-		// Intended sends up to the end of the run (Duration, or earlier through Until).
-		intended := int64(min(time.Since(start), cfg.Duration)/interval) + 1
-		res.Unsent = max(0, intended-dispatched)
+		// Sends that were due while every slot was busy, up to the end of the run (Duration, or
+		// earlier through Until). A send not yet due at the end is not counted.
+		if !overdue.IsZero() {
+			end := start.Add(min(time.Since(start), cfg.Duration))
+			res.Unsent = int64(end.Sub(overdue)/interval) + 1
+		}
 	} else {
 		res.Mode = "closed-loop"
 		for w := 0; w < cfg.Concurrency; w++ {

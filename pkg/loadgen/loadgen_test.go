@@ -174,7 +174,31 @@ func TestUntilEndsTheRunEarly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Elapsed > 10 || res.Requests == 0 || res.Unsent > 5 {
+	if res.Elapsed > 10 || res.Requests == 0 || res.Unsent != 0 {
 		t.Fatalf("run did not end at Until: %+v", res)
+	}
+}
+
+func TestUnsentCountsOnlySendsBlockedBySlowServer(t *testing.T) {
+	// One slot, a server that takes 100 ms, 100 sends/s for 500 ms: about 45 sends were due
+	// while the slot was busy.
+	f := &fakeIngest{ids: map[string]bool{}, status: 201, delay: 100 * time.Millisecond}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{IngestURL: srv.URL, Duration: 500 * time.Millisecond, Rate: 100, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unsent < 30 || res.Unsent > 50 {
+		t.Fatalf("unsent %d, want about 45: %+v", res.Unsent, res)
+	}
+	// A fast server takes every send: nothing is unsent, not even at the end of the run.
+	fast := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(201) }))
+	defer fast.Close()
+	for i := 0; i < 3; i++ {
+		res, err := Run(context.Background(), Config{IngestURL: fast.URL, Duration: 300 * time.Millisecond, Rate: 200, Concurrency: 50})
+		if err != nil || res.Unsent != 0 {
+			t.Fatalf("unsent %d against a fast server (%v)", res.Unsent, err)
+		}
 	}
 }
