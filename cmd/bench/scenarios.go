@@ -14,6 +14,7 @@ import (
 
 	"github.com/spillway/spillway/pkg/bench"
 	"github.com/spillway/spillway/pkg/loadgen"
+	"github.com/spillway/spillway/pkg/pgstore"
 )
 
 // The scenarios of issue 6, in table order, with their targets.
@@ -439,6 +440,11 @@ func (r *runner) wan(ctx context.Context) error {
 	r.rep.Settings["proxy.rtt"] = "5ms"
 
 	targets := map[string]string{"naive": "http://" + naiveAddr, "spillway": "http://" + in.addr}
+	sampler, err := r.pg(ctx, "public", "spillway-bench", 1)
+	if err != nil {
+		return err
+	}
+	defer sampler.Close()
 	// Warm-up, not recorded: the naive pool opens its connections through the proxy, ingest
 	// its connections to the node; both would otherwise charge that to the first point.
 	for _, sys := range []string{"naive", "spillway"} {
@@ -458,10 +464,13 @@ func (r *runner) wan(ctx context.Context) error {
 				Concurrency: 2000, EventsPerRequest: 1, EventSize: 5120, Timeout: 15 * time.Second}
 			var res *loadgen.Result
 			var err error
+			conns := 0
 			if sys == "spillway" {
 				res, _, err = r.lgIngest(ctx, name, in, cfg)
 			} else {
+				stopSampling := sampleConns(ctx, sampler, "spillway-naive", &conns)
 				res, err = r.lg(ctx, name, cfg)
+				stopSampling()
 			}
 			if err != nil {
 				return err
@@ -471,7 +480,7 @@ func (r *runner) wan(ctx context.Context) error {
 			r.rep.Sweep = append(r.rep.Sweep, bench.SweepPoint{System: sys, Offered: rate, Achieved: res.EventsPerSecond,
 				P50: res.Latency.P50, P90: res.Latency.P90, P99: res.Latency.P99, P999: res.Latency.P999, Max: res.Latency.Max,
 				Requests: res.Requests, Errors: bad - res.Unsent, Unsent: res.Unsent,
-				Saturated: bench.Saturated(rate, res.EventsPerSecond, res.Requests+res.Unsent, bad, res.Latency.P99)})
+				Saturated: bench.Saturated(rate, res.EventsPerSecond, res.Requests+res.Unsent, bad, res.Latency.P99), PGConns: conns})
 			time.Sleep(3 * time.Second) // let the pool and the queues drain before the next point
 		}
 	}
@@ -662,6 +671,28 @@ func (r *runner) overload(ctx context.Context) error {
 			ok201.P99, bench.Num(float64(len(ids))), lost, statusText(res.Status)),
 		Met: bench.Ptr(peak <= 300<<20 && maxRSS <= 300<<20 && refusalP99 <= 50 && lost == 0 && len(ids) > 0 && downFor >= r.plan.S7Down)})
 	return nil
+}
+
+// sampleConns records in *max the most connections application app held, every 100 ms,
+// until the returned function is called.
+func sampleConns(ctx context.Context, db *pgstore.Store, app string, maxConns *int) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if c, err := db.Connections(ctx, app); err == nil {
+				*maxConns = max(*maxConns, c)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
 
 type writerFunc func([]byte) (int, error)

@@ -76,6 +76,8 @@ type SweepPoint struct {
 	Errors    int64   `json:"errors"` // requests not answered 201
 	Unsent    int64   `json:"unsent"`
 	Saturated bool    `json:"saturated"`
+	// PGConns is the most connections the naive server held at once (pg_stat_activity).
+	PGConns int `json:"pg_connections_max,omitempty"`
 }
 
 // Tuning is an interleaved comparison of ingest settings on the ingest workloads.
@@ -170,7 +172,7 @@ func (r *Report) Markdown(plots []string) string {
 	}
 	if len(r.Sweep) > 0 {
 		b.WriteString("\n**Latency versus offered rate, 5 ms round trip to the stores** (single-event requests of ~5 KB, open loop, latency from the intended send time):\n\n")
-		b.WriteString("| system | offered ev/s | acknowledged ev/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failed requests | saturated |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| system | offered ev/s | acknowledged ev/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failed requests | PostgreSQL connections (max) | saturated |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		pts := append([]SweepPoint(nil), r.Sweep...)
 		sort.SliceStable(pts, func(i, j int) bool {
 			if pts[i].System != pts[j].System {
@@ -179,8 +181,12 @@ func (r *Report) Markdown(plots []string) string {
 			return pts[i].Offered < pts[j].Offered
 		})
 		for _, p := range pts {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %s |\n", p.System, num(p.Offered), num(p.Achieved),
-				ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), p.Errors, map[bool]string{true: "**yes**", false: "no"}[p.Saturated])
+			conns := "—"
+			if p.PGConns > 0 {
+				conns = fmt.Sprint(p.PGConns)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %d | %s | %s |\n", p.System, num(p.Offered), num(p.Achieved),
+				ms(p.P50), ms(p.P90), ms(p.P99), ms(p.P999), ms(p.Max), p.Errors+p.Unsent, conns, map[bool]string{true: "**yes**", false: "no"}[p.Saturated])
 		}
 	}
 	if t := r.Tuning; t != nil {
