@@ -17,7 +17,8 @@ var tuneConfigs = []struct {
 	set  []string
 }{
 	{"defaults", nil},
-	{"bulk_workers=2", []string{"ingest.bulk_workers=2"}},
+	{"bulk_workers=1", []string{"ingest.bulk_workers=1"}},
+	{"bulk_workers=4", []string{"ingest.bulk_workers=4"}},
 	{"bulk_workers=8", []string{"ingest.bulk_workers=8"}},
 	{"bulk_flush_interval=2ms", []string{"ingest.bulk_flush_interval=2ms"}},
 	{"bulk_flush_interval=20ms", []string{"ingest.bulk_flush_interval=20ms"}},

@@ -69,7 +69,7 @@ func defaults(role Role) map[string]any {
 		"ingest.ack_timeout":         10 * time.Second,
 		"ingest.inflight_max_bytes":  "48MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
 		"ingest.inflight_max_events": 50000,
-		"ingest.bulk_workers":        4,
+		"ingest.bulk_workers":        2, // BENCHMARKS.md, "Tuning": one per write thread of a 2-core node
 		"ingest.bulk_flush_bytes":    "4MiB",
 		"ingest.bulk_flush_interval": 5 * time.Millisecond,
 		"ingest.retry_after":         time.Second,
