@@ -43,6 +43,10 @@ type Config struct {
 	ClientPrefix     string
 	// VisibilityEvery checks one in N acknowledged events for visibility in search (0 = off).
 	VisibilityEvery int
+	// VisibilityPoll is how often a probe asks for its event (default 20 ms). Each probe polls
+	// until found (about a refresh interval), so probes cost VisibilityPoll⁻¹ requests per
+	// second each: on a small machine that load competes with what is measured.
+	VisibilityPoll time.Duration
 	// SearchRate runs GET /api/v1/events?clientId=<random>&order=desc&limit=100 at this rate
 	// beside the ingest load (0 = off).
 	SearchRate float64
@@ -76,6 +80,9 @@ func (c *Config) defaults() {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 30 * time.Second
+	}
+	if c.VisibilityPoll <= 0 {
+		c.VisibilityPoll = 20 * time.Millisecond
 	}
 }
 
@@ -249,10 +256,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				}
 			}
 			select {
-			case <-runCtx.Done():
-				overdue = intended // every slot was busy: the system under test did not take it
-				break loop
-			case sem <- struct{}{}: // waiting here counts: latency runs from `intended`
+			case sem <- struct{}{}: // a free slot: send now (select would pick at random otherwise)
+			default:
+				select {
+				case <-runCtx.Done():
+					overdue = intended // every slot was busy: the system under test did not take it
+					break loop
+				case sem <- struct{}{}: // waiting here counts: latency runs from `intended`
+				}
 			}
 			wg.Add(1)
 			go func() { defer wg.Done(); defer func() { <-sem }(); send(intended) }()
