@@ -67,8 +67,8 @@ func defaults(role Role) map[string]any {
 		"ingest.max_future_skew":     24 * time.Hour,
 		"ingest.max_past_age":        30 * 24 * time.Hour,
 		"ingest.ack_timeout":         10 * time.Second,
-		"ingest.inflight_max_bytes":  "48MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
-		"ingest.inflight_max_events": 50000,
+		"ingest.inflight_max_bytes":  "32MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
+		"ingest.inflight_max_events": 20000,
 		"ingest.bulk_workers":        2, // BENCHMARKS.md, "Tuning": one per write thread of a 2-core node
 		"ingest.bulk_flush_bytes":    "4MiB",
 		"ingest.bulk_flush_interval": 5 * time.Millisecond,
