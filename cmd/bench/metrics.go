@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,6 +69,9 @@ type bulkStats struct {
 	MeanBulkMS    float64 `json:"mean_bulk_ms"`
 	KBPerBulk     float64 `json:"kb_per_bulk"`
 	Retries       float64 `json:"event_retries"`
+	// CPU is the cores each process used meanwhile (the load generator is the harness itself,
+	// which also runs the search probes).
+	CPU CPUCores `json:"cpu_cores,omitempty"`
 }
 
 func diffBulk(before, after metrics) bulkStats {
@@ -89,7 +93,11 @@ func diffBulk(before, after metrics) bulkStats {
 }
 
 func (s bulkStats) String() string {
-	return fmt.Sprintf("%.0f bulk requests of %.0f events (%.0f KB) on average, %.0f ms each", s.Bulks, s.EventsPerBulk, s.KBPerBulk, s.MeanBulkMS)
+	out := fmt.Sprintf("%.0f bulk requests of %.0f events (%.0f KB) on average, %.0f ms each", s.Bulks, s.EventsPerBulk, s.KBPerBulk, s.MeanBulkMS)
+	if len(s.CPU) > 0 {
+		out += fmt.Sprintf("; %s (of %d)", s.CPU, runtime.NumCPU())
+	}
+	return out
 }
 
 // serverP99 is the upper bound of the histogram bucket holding the 99th percentile of ingest's

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"os"
 	"testing"
 )
 
@@ -65,5 +66,20 @@ func TestMedian(t *testing.T) {
 		if got := median(tc.in); got != tc.want {
 			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+func TestCPUAccounting(t *testing.T) {
+	c := startCPU(map[string]int{"self": os.Getpid()})
+	x := 0
+	for i := 0; i < 300_000_000; i++ { // burn some CPU so that the counters move
+		x += i % 7
+	}
+	got := c.stop()
+	if x == 0 || got["self"] <= 0 || got["machine"] <= 0 {
+		t.Fatalf("%v", got)
+	}
+	if _, err := procCPU(1 << 30); err == nil {
+		t.Fatal("no such process: want an error")
 	}
 }

@@ -273,11 +273,17 @@ func (r *runner) profile(p *proc, d time.Duration, name string) func() {
 // lgIngest runs the load generator against an ingest process and records its bulk figures.
 func (r *runner) lgIngest(ctx context.Context, name string, in *proc, cfg loadgen.Config) (*loadgen.Result, bulkStats, error) {
 	before := scrape(in)
+	pids := map[string]int{"ingest": in.pid(), "load generator": os.Getpid()}
+	if pid, err := r.st.esPID(); err == nil {
+		pids["elasticsearch"] = pid
+	}
+	cpu := startCPU(pids)
 	res, err := r.lg(ctx, name, cfg)
 	if err != nil {
 		return nil, bulkStats{}, err
 	}
 	st := diffBulk(before, scrape(in))
+	st.CPU = cpu.stop()
 	r.rep.Runs[name+"_ingest_bulk"] = st
 	logf("%s: ingest sent %s", name, st)
 	return res, st, nil
