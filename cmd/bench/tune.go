@@ -61,6 +61,13 @@ func (r *runner) tune(ctx context.Context) error {
 		{"S2-shaped: 200 clients × 1 event of 1 KB, events/s", loadgen.Config{Concurrency: 200, EventsPerRequest: 1, EventSize: 1024}},
 		{"S3-shaped: 2,000/s × 1 event of 5 KB, p99 ms", loadgen.Config{Rate: 2000, Concurrency: 2000, EventsPerRequest: 1, EventSize: 5120}},
 	}
+	// Warm-up, not recorded: the node and every process get load before the first comparison.
+	for i := range tuneConfigs {
+		if _, err := r.lg(ctx, "warmup-tune-"+tuneConfigs[i].name, loadgen.Config{IngestURL: "http://" + procs[i].addr,
+			Duration: r.plan.WarmDur / 2, Concurrency: 50, EventsPerRequest: 10, EventSize: 1024}); err != nil {
+			return err
+		}
+	}
 	got := make([][][]float64, len(tuneConfigs)) // config, workload, round
 	for i := range got {
 		got[i] = make([][]float64, len(workloads))
