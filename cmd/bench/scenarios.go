@@ -454,6 +454,7 @@ func (r *runner) wan(ctx context.Context) error {
 		}
 	}
 	at := map[string]map[float64]*loadgen.Result{"naive": {}, "spillway": {}}
+	naiveConns := map[float64]int{}
 	for _, rate := range r.plan.SweepRates {
 		for _, sys := range []string{"naive", "spillway"} {
 			if ctx.Err() != nil {
@@ -471,6 +472,7 @@ func (r *runner) wan(ctx context.Context) error {
 				stopSampling := sampleConns(ctx, sampler, "spillway-naive", &conns)
 				res, err = r.lg(ctx, name, cfg)
 				stopSampling()
+				naiveConns[rate] = conns
 			}
 			if err != nil {
 				return err
@@ -492,8 +494,8 @@ func (r *runner) wan(ctx context.Context) error {
 		s := bench.Scenario{ID: id,
 			Measured: fmt.Sprintf("Spillway: p50 %.1f / p99 %.1f / p99.9 %.1f ms, %s events/s acknowledged, %d failed",
 				sp.Latency.P50, sp.Latency.P99, sp.Latency.P999, bench.Num(sp.EventsPerSecond), failed(sp)),
-			Baseline: fmt.Sprintf("naive (pool %d): p50 %.1f / p99 %.1f / p99.9 %.1f ms, %s events/s acknowledged, %d failed",
-				r.plan.NaivePool, nv.Latency.P50, nv.Latency.P99, nv.Latency.P999, bench.Num(nv.EventsPerSecond), failed(nv)),
+			Baseline: fmt.Sprintf("naive (pool %d, %d connections used): p50 %.1f / p99 %.1f / p99.9 %.1f ms, %s events/s acknowledged, %d failed",
+				r.plan.NaivePool, naiveConns[rate], nv.Latency.P50, nv.Latency.P99, nv.Latency.P999, bench.Num(nv.EventsPerSecond), failed(nv)),
 			Met:   bench.Ptr(sp.Latency.P99 <= 150 && failed(sp) == 0),
 			Notes: "ratio = Spillway p99 ÷ naive p99 at the same rate (below 1: Spillway is faster)"}
 		if nv.Latency.P99 > 0 {
@@ -501,13 +503,13 @@ func (r *runner) wan(ctx context.Context) error {
 		}
 		r.set(s)
 	}
-	sat := "the naive design kept up at every rate swept"
-	for _, p := range r.rep.Sweep {
-		if p.System == "naive" && p.Saturated {
-			sat = fmt.Sprintf("the naive design saturates at %s events/s offered (first swept rate where it acknowledged < 95 %% of the offered events, failed > 1 %% of requests, or p99 > 1 s)", bench.Num(p.Offered))
-			break
+	describe := func(sys string) string {
+		if at := bench.SaturatesAt(r.rep.Sweep, sys); at > 0 {
+			return fmt.Sprintf("%s saturates from %s events/s offered", sys, bench.Num(at))
 		}
+		return fmt.Sprintf("%s kept up at every rate swept", sys)
 	}
+	sat := describe("naive") + ", " + describe("spillway") + " (saturated: < 95 % of the offered events acknowledged, > 1 % of requests failed, or p99 > 1 s, at that rate and every higher one swept)"
 	for i := range r.rep.Scenarios {
 		if r.rep.Scenarios[i].ID == "S8b" {
 			r.rep.Scenarios[i].Notes += "; " + sat
@@ -666,10 +668,10 @@ func (r *runner) overload(ctx context.Context) error {
 		"elasticsearch_down_seconds": downFor.Seconds()}
 	logf("S7: max RSS %.0f MB (VmHWM %.0f MB), %s, acknowledged %d, lost %d", float64(maxRSS)/1e6, float64(peak)/1e6, strings.Join(parts, ", "), len(ids), lost)
 	r.set(bench.Scenario{ID: "S7",
-		Measured: fmt.Sprintf("offered %s events/s (5 × S1's %s) in 100-event requests; Elasticsearch down %.0f s; ingest RSS max %.0f MiB (VmHWM %.0f MiB); %s; 201 p99 %.0f ms; %s events acknowledged, %d lost; statuses %s",
-			bench.Num(offered), bench.Num(capacity), downFor.Seconds(), float64(maxRSS)/(1<<20), float64(peak)/(1<<20), strings.Join(parts, ", "),
+		Measured: fmt.Sprintf("offered %s events/s (5 × S1's %s) in 100-event requests; Elasticsearch down %.0f s; ingest RSS max %.0f MB (VmHWM %.0f MB, 10⁶ bytes); %s; 201 p99 %.0f ms; %s events acknowledged, %d lost; statuses %s",
+			bench.Num(offered), bench.Num(capacity), downFor.Seconds(), float64(maxRSS)/1e6, float64(peak)/1e6, strings.Join(parts, ", "),
 			ok201.P99, bench.Num(float64(len(ids))), lost, statusText(res.Status)),
-		Met: bench.Ptr(peak <= 300<<20 && maxRSS <= 300<<20 && refusalP99 <= 50 && lost == 0 && len(ids) > 0 && downFor >= r.plan.S7Down)})
+		Met: bench.Ptr(peak <= 300e6 && maxRSS <= 300e6 && refusalP99 <= 50 && lost == 0 && len(ids) > 0 && downFor >= r.plan.S7Down)})
 	return nil
 }
 

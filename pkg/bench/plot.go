@@ -100,6 +100,7 @@ func Plots(dir string, sweep []SweepPoint, title string) ([]string, error) {
 	thr.Legend.Add("offered", ideal)
 	thr.Y.Min = 0
 	thr.Y.Max = maxX * 1.35
+	thr.Y.Tick.Marker = integerTicks{}
 
 	names := []string{"latency-vs-rate.png", "throughput-vs-rate.png"}
 	for i, p := range []*plot.Plot{lat, thr} {
@@ -120,4 +121,17 @@ func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color, dashes [
 	p.Add(l, s)
 	p.Legend.Add(name, l, s)
 	return nil
+}
+
+// integerTicks are the default ticks labelled without decimals (events/s).
+type integerTicks struct{}
+
+func (integerTicks) Ticks(lo, hi float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = fmt.Sprintf("%.0f", ts[i].Value)
+		}
+	}
+	return ts
 }

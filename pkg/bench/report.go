@@ -101,6 +101,24 @@ func Saturated(offered, achieved float64, requests, errors int64, p99 float64) b
 	return achieved < 0.95*offered || (requests > 0 && float64(errors) > 0.01*float64(requests)) || p99 > 1000
 }
 
+// SaturatesAt is the lowest swept rate of a system from which every higher swept rate is
+// saturated too (0: it kept up at the highest rate). A single saturated point below a good one
+// is a transient of the shared machine, not the system's limit.
+func SaturatesAt(sweep []SweepPoint, system string) float64 {
+	var pts []SweepPoint
+	for _, p := range sweep {
+		if p.System == system {
+			pts = append(pts, p)
+		}
+	}
+	sort.Slice(pts, func(i, j int) bool { return pts[i].Offered < pts[j].Offered })
+	at := 0.0
+	for i := len(pts) - 1; i >= 0 && pts[i].Saturated; i-- {
+		at = pts[i].Offered
+	}
+	return at
+}
+
 // Ptr returns a pointer to v (for Ratio and Met).
 func Ptr[T any](v T) *T { return &v }
 

@@ -93,3 +93,19 @@ func TestPlotsWritePNGs(t *testing.T) {
 		t.Fatal("no points should be an error")
 	}
 }
+
+func TestSaturatesAtIgnoresATransient(t *testing.T) {
+	sweep := []SweepPoint{
+		{System: "naive", Offered: 1000, Saturated: true}, // a transient: 1,500 was fine
+		{System: "naive", Offered: 1500},
+		{System: "naive", Offered: 3000, Saturated: true},
+		{System: "naive", Offered: 2000, Saturated: true},
+		{System: "spillway", Offered: 3000},
+	}
+	if got := SaturatesAt(sweep, "naive"); got != 2000 {
+		t.Fatalf("naive saturates at %v, want 2000", got)
+	}
+	if got := SaturatesAt(sweep, "spillway"); got != 0 {
+		t.Fatalf("spillway kept up: %v", got)
+	}
+}
