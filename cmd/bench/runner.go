@@ -36,7 +36,8 @@ type runner struct {
 
 	rawBest    *bench.RawBulkResult
 	s1         *loadgen.Result
-	s1Capacity float64 // S1's median events/s: the "capacity" S7 offers five times
+	s1Capacity float64        // S1's median events/s: the "capacity" S7 offers five times
+	cpuExtra   map[string]int // more processes whose CPU a phase accounts for (S8: archiver, proxies)
 }
 
 func (r *runner) want(phase string) bool { return len(r.phases) == 0 || r.phases[phase] }
@@ -276,6 +277,9 @@ func (r *runner) lgIngest(ctx context.Context, name string, in *proc, cfg loadge
 	pids := map[string]int{"ingest": in.pid(), "load generator": os.Getpid()}
 	if pid, err := r.st.esPID(); err == nil {
 		pids["elasticsearch"] = pid
+	}
+	for k, v := range r.cpuExtra {
+		pids[k] = v
 	}
 	cpu := startCPU(pids)
 	res, err := r.lg(ctx, name, cfg)

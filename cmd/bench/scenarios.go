@@ -436,6 +436,8 @@ func (r *runner) wan(ctx context.Context) error {
 		return err
 	}
 	defer ar.stop()
+	r.cpuExtra = map[string]int{"archiver": ar.pid()}
+	defer func() { r.cpuExtra = nil }()
 	r.rep.Settings["naive.pool"] = fmt.Sprint(r.plan.NaivePool)
 	r.rep.Settings["proxy.rtt"] = "5ms"
 
@@ -486,20 +488,75 @@ func (r *runner) wan(ctx context.Context) error {
 			time.Sleep(3 * time.Second) // let the pool and the queues drain before the next point
 		}
 	}
+	// S8a/S8b: the sweep's points at 1,000 and 2,000 events/s are the first round; more rounds
+	// alternate the two systems, because one 20-second window on a shared machine can hit a
+	// burst of someone else's load (a single point flipped the comparison between two runs).
+	type s8 struct{ p50, p99, p999, eps []float64 }
+	rounds := map[string]map[float64]*s8{"naive": {}, "spillway": {}}
+	add := func(sys string, rate float64, res *loadgen.Result) {
+		x := rounds[sys][rate]
+		if x == nil {
+			x = &s8{}
+			rounds[sys][rate] = x
+		}
+		x.p50, x.p99, x.p999 = append(x.p50, res.Latency.P50), append(x.p99, res.Latency.P99), append(x.p999, res.Latency.P999)
+		x.eps = append(x.eps, res.EventsPerSecond)
+	}
+	failures := map[string]map[float64]int64{"naive": {}, "spillway": {}}
+	s8Rates := []float64{1000, 2000}
+	for _, rate := range s8Rates {
+		for _, sys := range []string{"naive", "spillway"} {
+			if res := at[sys][rate]; res != nil {
+				add(sys, rate, res)
+				failures[sys][rate] += failed(res)
+			}
+		}
+	}
+	for round := 2; round <= r.plan.Rounds; round++ {
+		for _, rate := range s8Rates {
+			order := []string{"spillway", "naive"}
+			if round%2 == 1 {
+				order = []string{"naive", "spillway"}
+			}
+			for _, sys := range order {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				cfg := loadgen.Config{IngestURL: targets[sys], Duration: r.plan.SweepDur, Rate: rate,
+					Concurrency: 2000, EventsPerRequest: 1, EventSize: 5120, Timeout: 15 * time.Second}
+				name := fmt.Sprintf("S8-%s-%.0f-round-%d", sys, rate, round)
+				var res *loadgen.Result
+				var err error
+				if sys == "spillway" {
+					res, _, err = r.lgIngest(ctx, name, in, cfg)
+				} else {
+					res, err = r.lg(ctx, name, cfg)
+				}
+				if err != nil {
+					return err
+				}
+				add(sys, rate, res)
+				failures[sys][rate] += failed(res)
+				time.Sleep(3 * time.Second)
+			}
+		}
+	}
 	for id, rate := range map[string]float64{"S8a": 1000, "S8b": 2000} {
-		sp, nv := at["spillway"][rate], at["naive"][rate]
+		sp, nv := rounds["spillway"][rate], rounds["naive"][rate]
 		if sp == nil || nv == nil {
 			continue
 		}
+		text := func(x *s8, fails int64) string {
+			return fmt.Sprintf("p50 %.1f / p99 %.1f / p99.9 %.1f ms (medians of %d rounds; p99 by round: %s), %s events/s acknowledged, %d failed in all",
+				median(x.p50), median(x.p99), median(x.p999), len(x.p99), listf(x.p99, "%.0f"), bench.Num(median(x.eps)), fails)
+		}
 		s := bench.Scenario{ID: id,
-			Measured: fmt.Sprintf("Spillway: p50 %.1f / p99 %.1f / p99.9 %.1f ms, %s events/s acknowledged, %d failed",
-				sp.Latency.P50, sp.Latency.P99, sp.Latency.P999, bench.Num(sp.EventsPerSecond), failed(sp)),
-			Baseline: fmt.Sprintf("naive (pool %d, %d connections used): p50 %.1f / p99 %.1f / p99.9 %.1f ms, %s events/s acknowledged, %d failed",
-				r.plan.NaivePool, naiveConns[rate], nv.Latency.P50, nv.Latency.P99, nv.Latency.P999, bench.Num(nv.EventsPerSecond), failed(nv)),
-			Met:   bench.Ptr(sp.Latency.P99 <= 150 && failed(sp) == 0),
-			Notes: "ratio = Spillway p99 ÷ naive p99 at the same rate (below 1: Spillway is faster)"}
-		if nv.Latency.P99 > 0 {
-			s.Ratio = bench.Ptr(sp.Latency.P99 / nv.Latency.P99)
+			Measured: "Spillway: " + text(sp, failures["spillway"][rate]),
+			Baseline: fmt.Sprintf("naive (pool %d, %d connections used in the sweep): %s", r.plan.NaivePool, naiveConns[rate], text(nv, failures["naive"][rate])),
+			Met:      bench.Ptr(median(sp.p99) <= 150 && failures["spillway"][rate] == 0),
+			Notes:    "ratio = Spillway's median p99 ÷ the naive design's, same rate, rounds alternating (below 1: Spillway is faster)"}
+		if m := median(nv.p99); m > 0 {
+			s.Ratio = bench.Ptr(median(sp.p99) / m)
 		}
 		r.set(s)
 	}
