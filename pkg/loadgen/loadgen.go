@@ -272,7 +272,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		// earlier through Until). A send not yet due at the end is not counted.
 		if !overdue.IsZero() {
 			end := start.Add(min(time.Since(start), cfg.Duration))
-			res.Unsent = int64(end.Sub(overdue)/interval) + 1
+			// A send can be due a hair after the end when the deadline's timer fires late.
+			res.Unsent = max(0, int64(end.Sub(overdue)/interval)+1)
 		}
 	} else {
 		res.Mode = "closed-loop"
