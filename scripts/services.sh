@@ -229,7 +229,7 @@ pg_start() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_RUN'
-max_connections = 200
+max_connections = ${SPILLWAY_PG_MAX_CONNECTIONS:-200}
 shared_buffers = 512MB
 wal_buffers = 16MB
 max_wal_size = 4GB

@@ -87,3 +87,59 @@ func TestRawBulkWritesTemplatedDocuments(t *testing.T) {
 		t.Fatalf("count %d, raw bulk reported %d (%v)", out.Count, res.Docs, err)
 	}
 }
+
+func TestRawBulkLoadsExactlyCount(t *testing.T) {
+	cfg := testenv.ES(t)
+	ctx := testenv.Context(t, time.Minute)
+	s, err := esstore.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InstallTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bench.RawBulk(ctx, bench.RawBulkConfig{ESURL: cfg.URLs[0], IndexPrefix: cfg.IndexPrefix,
+		Duration: time.Minute, Count: 1234, BulkSize: 100, Concurrency: 3, EventSize: 300, Clients: 5})
+	if err != nil || res.Docs != 1234 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if err := s.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.Get(cfg.URLs[0] + "/" + cfg.IndexPrefix + "/_count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var out struct {
+		Count int64 `json:"count"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&out); err != nil || out.Count != 1234 {
+		t.Fatalf("count %d (%v)", out.Count, err)
+	}
+}
+
+func TestRawCopyWritesRows(t *testing.T) {
+	cfg := testenv.PG(t)
+	ctx := testenv.Context(t, time.Minute)
+	db, err := pgstore.Open(ctx, cfg, pgstore.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bench.RawCopy(ctx, db, 2500, 1000, 512, 7)
+	if err != nil || res.Rows != 2500 || res.Batch != 1000 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	var n, clients int
+	var size float64
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*), count(DISTINCT client_id), avg(length(payload::text)) FROM events`).Scan(&n, &clients, &size); err != nil {
+		t.Fatal(err)
+	}
+	if n != 2500 || clients > 7 || size < 300 || size > 512 {
+		t.Fatalf("%d rows, %d clients, %.0f payload bytes", n, clients, size)
+	}
+}

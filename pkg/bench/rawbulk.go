@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,6 +23,11 @@ type RawBulkConfig struct {
 	Concurrency int
 	EventSize   int
 	Clients     int
+	// Count, when positive, stops the run after this many documents (loading a backlog) instead
+	// of after Duration; Duration then only bounds it.
+	Count int64
+	// IDPrefix starts every document id (default "raw-<run>-").
+	IDPrefix string
 }
 
 // RawBulkResult is what a raw run measured.
@@ -38,14 +42,19 @@ type RawBulkResult struct {
 }
 
 // RawBulk sends documents shaped exactly like ingest's straight to _bulk (op_type create,
-// default durability) for cfg.Duration and reports documents per second.
+// default durability) for cfg.Duration, or until cfg.Count documents, and reports documents
+// per second.
 func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
 	if cfg.BulkSize <= 0 || cfg.Concurrency <= 0 || cfg.Duration <= 0 {
 		return nil, fmt.Errorf("raw bulk: bulk size, concurrency and duration must be positive")
 	}
-	filler := strings.Repeat("x", max(cfg.EventSize-200, 8))
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	shape := NewDocShape(cfg.EventSize, cfg.Clients)
+	idPrefix := cfg.IDPrefix
+	if idPrefix == "" {
+		idPrefix = "raw-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
+	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency * 2}, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
 	var docs, failedReq, failedItems, seq atomic.Int64
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -55,24 +64,37 @@ func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf bytes.Buffer
+			var buf []byte
 			for runCtx.Err() == nil {
-				buf.Reset()
+				first := seq.Add(int64(cfg.BulkSize)) - int64(cfg.BulkSize)
+				last := first + int64(cfg.BulkSize)
+				if cfg.Count > 0 {
+					if first >= cfg.Count {
+						return
+					}
+					last = min(last, cfg.Count)
+				}
+				buf = buf[:0]
 				now := time.Now().UTC()
 				index := cfg.IndexPrefix + "-" + now.Format("2006.01.02")
 				ts := now.Truncate(time.Microsecond).Format("2006-01-02T15:04:05.000000Z07:00")
-				for i := 0; i < cfg.BulkSize; i++ {
-					id := "raw-" + run + "-" + strconv.FormatInt(seq.Add(1), 10)
-					fmt.Fprintf(&buf, `{"create":{"_index":%q,"_id":%q}}`+"\n", index, id)
-					doc := map[string]any{"id": id, "clientId": "client-" + strconv.Itoa(rand.IntN(max(cfg.Clients, 1))), "type": "load",
-						"@timestamp": ts, "ingestedAt": ts, "payload": map[string]any{"data": filler}}
-					b, _ := json.Marshal(doc)
-					buf.Write(b)
-					buf.WriteByte('\n')
+				for i := first; i < last; i++ {
+					id := idPrefix + strconv.FormatInt(i, 10)
+					buf = append(buf, `{"create":{"_index":"`...)
+					buf = append(buf, index...)
+					buf = append(buf, `","_id":"`...)
+					buf = append(buf, id...)
+					buf = append(buf, "\"}}\n"...)
+					buf = shape.AppendDoc(buf, id, ts, i)
+					buf = append(buf, '\n')
 				}
-				n, itemsFailed, err := postBulk(ctx, client, cfg.ESURL, buf.Bytes())
+				n, itemsFailed, err := postBulk(ctx, client, cfg.ESURL, buf)
 				if err != nil {
 					failedReq.Add(1)
+					if cfg.Count > 0 {
+						// A backlog must be complete: give up rather than leave a hole.
+						cancel()
+					}
 					continue
 				}
 				// A request finishing after the deadline still counts: its time is in the elapsed.
@@ -83,8 +105,12 @@ func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
-	return &RawBulkResult{BulkSize: cfg.BulkSize, Concurrency: cfg.Concurrency, Docs: docs.Load(), Elapsed: el,
-		DocsPerSecond: float64(docs.Load()) / el, FailedRequests: failedReq.Load(), FailedItems: failedItems.Load()}, nil
+	res := &RawBulkResult{BulkSize: cfg.BulkSize, Concurrency: cfg.Concurrency, Docs: docs.Load(), Elapsed: el,
+		DocsPerSecond: float64(docs.Load()) / el, FailedRequests: failedReq.Load(), FailedItems: failedItems.Load()}
+	if cfg.Count > 0 && res.Docs < cfg.Count {
+		return res, fmt.Errorf("raw bulk: loaded %d of %d documents (%d failed requests, %d failed items)", res.Docs, cfg.Count, res.FailedRequests, res.FailedItems)
+	}
+	return res, nil
 }
 
 func postBulk(ctx context.Context, client *http.Client, esURL string, body []byte) (items, failed int, err error) {

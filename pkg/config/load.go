@@ -67,9 +67,9 @@ func defaults(role Role) map[string]any {
 		"ingest.max_future_skew":     24 * time.Hour,
 		"ingest.max_past_age":        30 * 24 * time.Hour,
 		"ingest.ack_timeout":         10 * time.Second,
-		"ingest.inflight_max_bytes":  "256MiB",
-		"ingest.inflight_max_events": 100000,
-		"ingest.bulk_workers":        4,
+		"ingest.inflight_max_bytes":  "24MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
+		"ingest.inflight_max_events": 25000,   // binds after the bytes for events of 1 KB and more
+		"ingest.bulk_workers":        2,       // BENCHMARKS.md, "Tuning": one per write thread of a 2-core node
 		"ingest.bulk_flush_bytes":    "4MiB",
 		"ingest.bulk_flush_interval": 5 * time.Millisecond,
 		"ingest.retry_after":         time.Second,

@@ -9,7 +9,6 @@ package loadgen
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -44,6 +43,10 @@ type Config struct {
 	ClientPrefix     string
 	// VisibilityEvery checks one in N acknowledged events for visibility in search (0 = off).
 	VisibilityEvery int
+	// VisibilityPoll is how often a probe asks for its event (default 20 ms). Each probe polls
+	// until found (about a refresh interval), so probes cost VisibilityPoll⁻¹ requests per
+	// second each: on a small machine that load competes with what is measured.
+	VisibilityPoll time.Duration
 	// SearchRate runs GET /api/v1/events?clientId=<random>&order=desc&limit=100 at this rate
 	// beside the ingest load (0 = off).
 	SearchRate float64
@@ -51,6 +54,9 @@ type Config struct {
 	AckedIDs io.Writer
 	// Timeout of one request.
 	Timeout time.Duration
+	// Until, when set, ends the run early once it is closed (Duration still bounds it): for runs
+	// that last until something else has happened, like a node coming back.
+	Until <-chan struct{}
 }
 
 func (c *Config) defaults() {
@@ -75,6 +81,9 @@ func (c *Config) defaults() {
 	if c.Timeout <= 0 {
 		c.Timeout = 30 * time.Second
 	}
+	if c.VisibilityPoll <= 0 {
+		c.VisibilityPoll = 20 * time.Millisecond
+	}
 }
 
 // Result is what a run measured.
@@ -90,10 +99,13 @@ type Result struct {
 	EventsPerSecond  float64        `json:"events_per_second"`
 	Status           map[string]int `json:"status_counts"`
 	Latency          Percentiles    `json:"latency_ms"`
-	Visibility       *Percentiles   `json:"visibility_ms,omitempty"`
-	VisibilityLost   int64          `json:"visibility_not_found,omitempty"`
-	Search           *Percentiles   `json:"search_latency_ms,omitempty"`
-	SearchStatus     map[string]int `json:"search_status_counts,omitempty"`
+	// LatencyByStatus splits Latency by status ("201", "429", "503", "error"): an overloaded
+	// server must refuse fast, and the refusals' latency is its own figure.
+	LatencyByStatus map[string]Percentiles `json:"latency_by_status_ms,omitempty"`
+	Visibility      *Percentiles           `json:"visibility_ms,omitempty"`
+	VisibilityLost  int64                  `json:"visibility_not_found,omitempty"`
+	Search          *Percentiles           `json:"search_latency_ms,omitempty"`
+	SearchStatus    map[string]int         `json:"search_status_counts,omitempty"`
 	// Unsent counts open-loop requests whose intended send time passed while every slot was
 	// busy and the run ended first: offered load the system under test did not take.
 	Unsent int64 `json:"unsent,omitempty"`
@@ -133,18 +145,30 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // recorder collects samples from many goroutines.
 type recorder struct {
-	mu     sync.Mutex
-	lat    []time.Duration
-	status map[string]int
+	mu       sync.Mutex
+	lat      []time.Duration
+	status   map[string]int
+	byStatus map[string][]time.Duration
 }
 
-func newRecorder() *recorder { return &recorder{status: map[string]int{}} }
+func newRecorder() *recorder {
+	return &recorder{status: map[string]int{}, byStatus: map[string][]time.Duration{}}
+}
 
 func (r *recorder) add(d time.Duration, status string) {
 	r.mu.Lock()
 	r.lat = append(r.lat, d)
 	r.status[status]++
+	r.byStatus[status] = append(r.byStatus[status], d)
 	r.mu.Unlock()
+}
+
+func (r *recorder) summaryByStatus() map[string]Percentiles {
+	out := make(map[string]Percentiles, len(r.byStatus))
+	for k, v := range r.byStatus {
+		out[k] = Summarize(v)
+	}
+	return out
 }
 
 // Run executes the load described by cfg until its duration has passed or ctx ends.
@@ -168,6 +192,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
+	if cfg.Until != nil {
+		go func() {
+			select {
+			case <-cfg.Until:
+				cancel()
+			case <-runCtx.Done():
+			}
+		}()
+	}
 
 	vis := newVisibility(cfg, client)
 	var sr *recorder
@@ -211,11 +244,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Mode, res.OfferedRate = "open-loop", cfg.Rate
 		sem := make(chan struct{}, cfg.Concurrency)
 		interval := time.Duration(float64(time.Second) / cfg.Rate)
-		dispatched := int64(0)
-		defer func() {
-			intended := int64(cfg.Duration/interval) + 1
-			res.Unsent = max(0, intended-dispatched)
-		}()
+		var overdue time.Time
 	loop:
 		for i := 0; ; i++ {
 			intended := start.Add(time.Duration(i) * interval)
@@ -227,13 +256,24 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 				}
 			}
 			select {
-			case <-runCtx.Done():
-				break loop
-			case sem <- struct{}{}: // waiting here counts: latency runs from `intended`
+			case sem <- struct{}{}: // a free slot: send now (select would pick at random otherwise)
+			default:
+				select {
+				case <-runCtx.Done():
+					overdue = intended // every slot was busy: the system under test did not take it
+					break loop
+				case sem <- struct{}{}: // waiting here counts: latency runs from `intended`
+				}
 			}
-			dispatched++
 			wg.Add(1)
 			go func() { defer wg.Done(); defer func() { <-sem }(); send(intended) }()
+		}
+		// Sends that were due while every slot was busy, up to the end of the run (Duration, or
+		// earlier through Until). A send not yet due at the end is not counted.
+		if !overdue.IsZero() {
+			end := start.Add(min(time.Since(start), cfg.Duration))
+			// A send can be due a hair after the end when the deadline's timer fires late.
+			res.Unsent = max(0, int64(end.Sub(overdue)/interval)+1)
 		}
 	} else {
 		res.Mode = "closed-loop"
@@ -258,6 +298,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.EventsPerSecond = float64(res.Events) / elapsed.Seconds()
 	res.Status = rec.status
 	res.Latency = Summarize(rec.lat)
+	res.LatencyByStatus = rec.summaryByStatus()
 	if cfg.VisibilityEvery > 0 {
 		p := Summarize(vis.samples())
 		res.Visibility = &p
@@ -314,31 +355,39 @@ func newGenerator(cfg Config) *generator {
 	return g
 }
 
-type genEvent struct {
-	ID        string         `json:"id"`
-	ClientID  string         `json:"clientId"`
-	Type      string         `json:"type"`
-	Timestamp string         `json:"timestamp"`
-	Payload   map[string]any `json:"payload"`
-}
-
+// request builds one request body by appending bytes: at thousands of requests per second the
+// load generator shares the machine's cores with the system under test, and reflection-based
+// encoding of every event was its largest cost. Every field is plain ASCII that needs no
+// escaping (ids, client ids and the filler are drawn from [a-zA-Z0-9-]).
 func (g *generator) request() ([]byte, []string) {
-	evs := make([]genEvent, g.cfg.EventsPerRequest)
-	ids := make([]string, len(evs))
+	n := g.cfg.EventsPerRequest
+	ids := make([]string, n)
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	for i := range evs {
-		n := g.seq.Add(1)
-		ids[i] = "lg-" + g.run + "-" + strconv.FormatInt(n, 10)
-		evs[i] = genEvent{
-			ID: ids[i], ClientID: g.cfg.ClientPrefix + strconv.Itoa(rand.IntN(g.cfg.Clients)), Type: "load",
-			Timestamp: now, Payload: map[string]any{"seq": n, "data": g.filler},
-		}
+	body := make([]byte, 0, n*(len(g.filler)+160)+2)
+	if n > 1 {
+		body = append(body, '[')
 	}
-	var body []byte
-	if len(evs) == 1 {
-		body, _ = json.Marshal(evs[0])
-	} else {
-		body, _ = json.Marshal(evs)
+	for i := 0; i < n; i++ {
+		seq := g.seq.Add(1)
+		ids[i] = "lg-" + g.run + "-" + strconv.FormatInt(seq, 10)
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"id":"`...)
+		body = append(body, ids[i]...)
+		body = append(body, `","clientId":"`...)
+		body = append(body, g.cfg.ClientPrefix...)
+		body = strconv.AppendInt(body, int64(rand.IntN(g.cfg.Clients)), 10)
+		body = append(body, `","type":"load","timestamp":"`...)
+		body = append(body, now...)
+		body = append(body, `","payload":{"seq":`...)
+		body = strconv.AppendInt(body, seq, 10)
+		body = append(body, `,"data":"`...)
+		body = append(body, g.filler...)
+		body = append(body, `"}}`...)
+	}
+	if n > 1 {
+		body = append(body, ']')
 	}
 	return body, ids
 }

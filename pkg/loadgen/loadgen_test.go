@@ -123,8 +123,82 @@ func TestErrorsAreCountedByStatus(t *testing.T) {
 	if res.Status["429"] == 0 || res.Status["201"] == 0 || res.Events != int64(res.Status["201"]) {
 		t.Fatalf("%+v", res)
 	}
+	by := res.LatencyByStatus
+	if by["429"].N != res.Status["429"] || by["201"].N != res.Status["201"] || by["429"].N+by["201"].N != res.Latency.N {
+		t.Fatalf("latency by status %+v does not split the %d samples by status %v", by, res.Latency.N, res.Status)
+	}
+}
+
+func TestRequestBodiesAreValidEvents(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		g := newGenerator(Config{EventsPerRequest: n, EventSize: 300, Clients: 5, ClientPrefix: "c-"})
+		body, ids := g.request()
+		var evs []map[string]any
+		if n == 1 {
+			var e map[string]any
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("%v: %s", err, body)
+			}
+			evs = append(evs, e)
+		} else if err := json.Unmarshal(body, &evs); err != nil {
+			t.Fatalf("%v: %s", err, body)
+		}
+		if len(evs) != n || len(ids) != n {
+			t.Fatalf("%d events, %d ids", len(evs), len(ids))
+		}
+		for i, e := range evs {
+			ts, _ := e["timestamp"].(string)
+			if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || e["id"] != ids[i] || !strings.HasPrefix(e["clientId"].(string), "c-") || e["type"] != "load" {
+				t.Fatalf("event %d: %v", i, e)
+			}
+			if p, ok := e["payload"].(map[string]any); !ok || len(p["data"].(string)) < 100 {
+				t.Fatalf("payload %v", e["payload"])
+			}
+		}
+		if len(body) < n*250 || len(body) > n*350 {
+			t.Fatalf("%d bytes for %d events of ~300 B", len(body), n)
+		}
+	}
 }
 
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestUntilEndsTheRunEarly(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(201) }))
+	defer srv.Close()
+	until := make(chan struct{})
+	time.AfterFunc(200*time.Millisecond, func() { close(until) })
+	res, err := Run(context.Background(), Config{IngestURL: srv.URL, Duration: time.Minute, Rate: 100, Concurrency: 4, Until: until})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Elapsed > 10 || res.Requests == 0 || res.Unsent != 0 {
+		t.Fatalf("run did not end at Until: %+v", res)
+	}
+}
+
+func TestUnsentCountsOnlySendsBlockedBySlowServer(t *testing.T) {
+	// One slot, a server that takes 100 ms, 100 sends/s for 500 ms: about 45 sends were due
+	// while the slot was busy.
+	f := &fakeIngest{ids: map[string]bool{}, status: 201, delay: 100 * time.Millisecond}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	res, err := Run(context.Background(), Config{IngestURL: srv.URL, Duration: 500 * time.Millisecond, Rate: 100, Concurrency: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unsent < 20 || res.Unsent > 50 { // at most 50 sends were due in all
+		t.Fatalf("unsent %d, want about 45: %+v", res.Unsent, res)
+	}
+	// A fast server takes every send: nothing is unsent, not even at the end of the run.
+	fast := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(201) }))
+	defer fast.Close()
+	for i := 0; i < 3; i++ {
+		res, err := Run(context.Background(), Config{IngestURL: fast.URL, Duration: 300 * time.Millisecond, Rate: 200, Concurrency: 50})
+		if err != nil || res.Unsent != 0 {
+			t.Fatalf("unsent %d against a fast server (%v)", res.Unsent, err)
+		}
+	}
+}

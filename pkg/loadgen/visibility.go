@@ -57,7 +57,7 @@ func (v *visibility) maybeCheck(ctx context.Context, ids []string) {
 				v.mu.Unlock()
 				return
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(v.cfg.VisibilityPoll)
 		}
 		v.lost.Add(1)
 	}()
