@@ -1,7 +1,7 @@
 module github.com/spillway/spillway
 
 // +heroku goVersion go1.26
-// +heroku install ./cmd/...
+// +heroku install ./cmd/ingest ./cmd/search ./cmd/archiver
 
 go 1.26.8
 
