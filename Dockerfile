@@ -1,4 +1,4 @@
-# One image for every Spillway binary (ingest, search, archiver, healthcheck): static Go builds
+# One image for the Spillway services (ingest, search, archiver) and healthcheck: static Go builds
 # on a distroless, non-root base. docker-compose.yml picks the binary per service.
 #
 #   docker build -t spillway .
@@ -13,7 +13,7 @@ ENV CGO_ENABLED=0 GOFLAGS=-trimpath
 COPY go.mod go.sum ./
 RUN go mod download && go mod verify
 COPY . .
-RUN go build -ldflags="-s -w" -o /out/ ./cmd/...
+RUN go build -ldflags="-s -w" -o /out/ ./cmd/ingest ./cmd/search ./cmd/archiver ./cmd/healthcheck
 
 # distroless/static: CA certificates, tzdata, /etc/passwd with `nonroot` (65532); no shell.
 FROM gcr.io/distroless/static-debian12:nonroot

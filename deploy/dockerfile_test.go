@@ -97,8 +97,12 @@ func TestDockerfile(t *testing.T) {
 			if !cgoOff {
 				t.Errorf("line %d: go build runs before CGO_ENABLED=0 is set", in.Line)
 			}
-			if !strings.Contains(in.Args, "./cmd/...") {
-				t.Errorf("line %d: %q does not build every command (./cmd/...)", in.Line, in.Args)
+			// The image carries what compose runs (the services and the health check), not
+			// the benchmark tooling, which would add its plotting library to every image.
+			for _, cmd := range []string{"./cmd/ingest", "./cmd/search", "./cmd/archiver", "./cmd/healthcheck"} {
+				if !strings.Contains(in.Args+" ", cmd+" ") {
+					t.Errorf("line %d: %q does not build %s", in.Line, in.Args, cmd)
+				}
 			}
 		}
 	}
