@@ -38,32 +38,15 @@ func load(t *testing.T, args ...string) *config.Config {
 type served struct {
 	url   string
 	svc   *app.Service
-	logs  *syncBuffer
+	logs  *testenv.SyncBuffer
 	admin *httptest.Server // the admin listener, when http.admin_addr is set
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // serveWired runs wire()'s service, mounted exactly as app.Serve mounts it, on an httptest
 // server, logging at debug level into a buffer; it waits until /readyz answers 200.
 func serveWired(t *testing.T, cfg *config.Config) *served {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := wire(ctx, cfg, logger)

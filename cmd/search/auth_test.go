@@ -34,28 +34,11 @@ func load(t *testing.T, args ...string) *config.Config {
 	return cfg
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serveBuilt runs build()'s service, mounted as app.Serve mounts it, with its stream poller,
 // on an httptest server; logs go to the returned buffer at debug level.
-func serveBuilt(t *testing.T, cfg *config.Config) (string, *syncBuffer) {
+func serveBuilt(t *testing.T, cfg *config.Config) (string, *testenv.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	service, svc, err := build(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func testutilGauge(g prometheus.Gauge) float64 { return testutil.ToFloat64(g) }
@@ -91,8 +93,7 @@ func TestBackfillCopiesTheRangeOnce(t *testing.T) {
 }
 
 func TestLogProgressLogs(t *testing.T) {
-	var buf bytes.Buffer
-	var mu = &syncBuffer{b: &buf}
+	mu := &testenv.SyncBuffer{}
 	p := NewLogProgress(newJSONLogger(mu), "backfill", 5*time.Millisecond)
 	p.Start(100)
 	p.Add(40)

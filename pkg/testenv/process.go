@@ -112,7 +112,7 @@ func PGEnv(cfg config.Postgres) []string {
 type Process struct {
 	Name string
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *SyncBuffer
 
 	exited chan struct{} // closed once the process has exited; err is then set
 	err    error
@@ -121,7 +121,7 @@ type Process struct {
 // StartProcess starts bin with env and args. name labels its logs in test output.
 func StartProcess(t testing.TB, name, bin string, env []string, args ...string) *Process {
 	t.Helper()
-	p := &Process{Name: name, cmd: exec.Command(bin, args...), logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &Process{Name: name, cmd: exec.Command(bin, args...), logs: &SyncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -249,18 +249,20 @@ func (p *Process) WaitHTTP(t testing.TB, url string, timeout time.Duration) {
 	}
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers: captured logs of processes and
+// of in-process services under test.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
