@@ -239,14 +239,12 @@ func (d *decoder) event(s *scanner, index int) error {
 			if err != nil {
 				return err
 			}
-			switch s.peek() {
-			case ',':
-				s.pos++
-			case '}':
-				s.pos++
+			more, err := s.more('}')
+			if err != nil {
+				return err
+			}
+			if !more {
 				break fields
-			default:
-				return s.unexpected("',' or '}'")
 			}
 		}
 	}

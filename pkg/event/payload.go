@@ -129,14 +129,8 @@ func (w *payloadWalker) object(depth int) error {
 		if err != nil {
 			return err
 		}
-		switch s.peek() {
-		case ',':
-			s.pos++
-		case '}':
-			s.pos++
-			return nil
-		default:
-			return s.unexpected("',' or '}'")
+		if more, err := s.more('}'); !more {
+			return err
 		}
 	}
 }
@@ -183,14 +177,8 @@ func (w *payloadWalker) array(depth int) error {
 		if err != nil {
 			return err
 		}
-		switch s.peek() {
-		case ',':
-			s.pos++
-		case ']':
-			s.pos++
-			return nil
-		default:
-			return s.unexpected("',' or ']'")
+		if more, err := s.more(']'); !more {
+			return err
 		}
 	}
 }

@@ -77,6 +77,20 @@ func (s *scanner) expect(c byte) error {
 	return nil
 }
 
+// more consumes what follows a member of an object or an element of an array: true after ',',
+// false after closing (the end of the container), an error otherwise.
+func (s *scanner) more(closing byte) (bool, error) {
+	switch s.peek() {
+	case ',':
+		s.pos++
+		return true, nil
+	case closing:
+		s.pos++
+		return false, nil
+	}
+	return false, s.unexpected(fmt.Sprintf("',' or %q", closing))
+}
+
 func (s *scanner) unexpected(want string) error {
 	if s.pos >= len(s.buf) {
 		return s.fail("unexpected end of input, expected %s", want)
@@ -318,14 +332,8 @@ func (s *scanner) skip(depth int) error {
 			if err := s.skip(depth + 1); err != nil {
 				return err
 			}
-			switch s.peek() {
-			case ',':
-				s.pos++
-			case closing:
-				s.pos++
-				return nil
-			default:
-				return s.unexpected(fmt.Sprintf("',' or %q", closing))
+			if more, err := s.more(closing); !more {
+				return err
 			}
 		}
 	case c == '"':
