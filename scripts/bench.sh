@@ -26,7 +26,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ -z "$out" ]; then
-  out="bench-out/$(date -u +%Y%m%d-%H%M%S)$([ "$quick" = 1 ] && echo -quick)"
+  suffix=""
+  [ "$quick" = 1 ] && suffix="-quick"
+  out="bench-out/$(date -u +%Y%m%d-%H%M%S)$suffix"
 fi
 mkdir -p "$out/bin"
 
