@@ -80,7 +80,7 @@ type Sink interface {
 	Lead(ctx context.Context, name string) (Lease, error)
 	Leader(ctx context.Context, name string) (pgstore.LeaderInfo, bool, error)
 	Checkpoints(ctx context.Context) ([]pgstore.Checkpoint, error)
-	CountRanges(ctx context.Context, ranges []pgstore.Range) ([]int64, error)
+	CountRanges(ctx context.Context, ranges []pgstore.Range) ([]pgstore.RangeCount, error)
 	IDsInRange(ctx context.Context, r pgstore.Range, limit int) ([]string, error)
 	CopyEvents(ctx context.Context, origin pgstore.Origin, rows []pgstore.Row) (pgstore.Result, error)
 	State(ctx context.Context) (pgstore.State, error)

@@ -157,6 +157,7 @@ func (f *fakeES) CountShard(_ context.Context, index string, shard int, upTo int
 				out[i].Total++
 				if d.SeqNo <= upTo {
 					out[i].UpTo++
+					out[i].UpToHash += d.Doc.IDHash
 				}
 			}
 		}
@@ -298,14 +299,15 @@ func (p *fakePG) Checkpoints(context.Context) ([]pgstore.Checkpoint, error) {
 	return p.checkpoints(), nil
 }
 
-func (p *fakePG) CountRanges(_ context.Context, ranges []pgstore.Range) ([]int64, error) {
+func (p *fakePG) CountRanges(_ context.Context, ranges []pgstore.Range) ([]pgstore.RangeCount, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]int64, len(ranges))
+	out := make([]pgstore.RangeCount, len(ranges))
 	for i, r := range ranges {
 		for _, e := range p.events {
 			if !e.Timestamp.Before(r.From) && e.Timestamp.Before(r.To) {
-				out[i]++
+				out[i].N++
+				out[i].Hash += event.IDHash(e.ID)
 			}
 		}
 	}

@@ -206,8 +206,8 @@ func (a *Archiver) retainable(ctx context.Context, idx esstore.Index, boundary t
 		return "index is red: some shards cannot be read, so neither verified", nil
 	}
 	// Buckets of archiver.verify_bucket rather than one per day: ids are compared only where
-	// counts differ, and narrower buckets leave less room for a missing and an extra event to
-	// cancel out. The counts of all buckets travel in one request per shard.
+	// counts or id digests differ, and a narrow mismatching bucket is cheaper to compare. The
+	// counts of all buckets travel in one request per shard.
 	rep, err := a.Verify(ctx, VerifyRequest{From: idx.Day, To: idx.Day.Add(24 * time.Hour)})
 	if err != nil {
 		return "", err

@@ -42,6 +42,9 @@ type Report struct {
 	// Behind lists shards of the compared indices whose checkpoint is below their highest
 	// sequence number (work the archiver has not done yet, visible or not).
 	Behind []string
+	// Compared counts the ranges whose ids were compared because their counts or id digests
+	// differed (0 when both stores agree everywhere).
+	Compared int64
 	// MissingIDs and ExtraIDs are samples (at most 20 each).
 	MissingIDs []string
 	ExtraIDs   []string
@@ -148,7 +151,7 @@ func (a *Archiver) Verify(ctx context.Context, req VerifyRequest) (*Report, erro
 		}
 		for i, r := range chunk {
 			b := BucketReport{From: r.From, To: r.To, ES: counts[i].es, PG: counts[i].pg, Pending: counts[i].pending}
-			if b.ES != b.PG {
+			if counts[i].differ() {
 				if err := v.drill(ctx, r, &b); err != nil {
 					return nil, fmt.Errorf("verify: %w", err)
 				}
@@ -164,7 +167,13 @@ func (a *Archiver) Verify(ctx context.Context, req VerifyRequest) (*Report, erro
 	return v.rep, nil
 }
 
-type bucketCount struct{ es, pg, pending int64 }
+// bucketCount compares one range: the archived-by-checkpoint documents in Elasticsearch and the
+// rows in PostgreSQL, by number and by the sum of their id digests (event.IDHash), so that a
+// missing and an extra event in the same range do not cancel out.
+type bucketCount struct{ es, pg, pending, esHash, pgHash int64 }
+
+// differ says the range needs a closer look: its ids are compared.
+func (c bucketCount) differ() bool { return c.es != c.pg || c.esHash != c.pgHash }
 
 // count counts each range on both sides: in Elasticsearch per shard, the part at or below the
 // shard's checkpoint and the rest (pending).
@@ -188,6 +197,7 @@ func (v *verifier) count(ctx context.Context, ranges []esstore.Range) ([]bucketC
 		}
 		for j, c := range counts {
 			out[idx[j]].es += c.UpTo
+			out[idx[j]].esHash += c.UpToHash
 			out[idx[j]].pending += c.Total - c.UpTo
 		}
 	}
@@ -200,7 +210,7 @@ func (v *verifier) count(ctx context.Context, ranges []esstore.Range) ([]bucketC
 		return nil, err
 	}
 	for i := range out {
-		out[i].pg = pg[i]
+		out[i].pg, out[i].pgHash = pg[i].N, pg[i].Hash
 	}
 	return out, nil
 }
@@ -231,7 +241,7 @@ func (v *verifier) drill(ctx context.Context, r esstore.Range, b *BucketReport) 
 		return err
 	}
 	for i, p := range parts {
-		if counts[i].es != counts[i].pg {
+		if counts[i].differ() {
 			if err := v.drill(ctx, p, b); err != nil {
 				return err
 			}
@@ -244,6 +254,7 @@ func (v *verifier) drill(ctx context.Context, r esstore.Range, b *BucketReport) 
 // are missing; PostgreSQL ids absent from that set are extra unless Elasticsearch has them
 // beyond the checkpoint (ahead).
 func (v *verifier) compareIDs(ctx context.Context, r esstore.Range, b *BucketReport, limit int) error {
+	v.rep.Compared++
 	var esIDs []string
 	for _, sh := range v.shards {
 		if !sh.day.Before(r.To) || !sh.day.Add(24*time.Hour).After(r.From) {

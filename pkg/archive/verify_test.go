@@ -44,7 +44,7 @@ func TestVerifyFindsGapsExtrasAndPending(t *testing.T) {
 	req := VerifyRequest{From: day, To: day.Add(3 * time.Hour), Bucket: time.Hour}
 
 	rep, err := a.Verify(ctx, req)
-	if err != nil || !rep.OK() || !rep.Complete() || len(rep.Buckets) != 3 {
+	if err != nil || !rep.OK() || !rep.Complete() || len(rep.Buckets) != 3 || rep.Compared != 0 {
 		t.Fatalf("clean: %+v %v", rep, err)
 	}
 
@@ -96,6 +96,32 @@ func TestVerifyFindsGapsExtrasAndPending(t *testing.T) {
 	}
 	if pg.repaired != 2 {
 		t.Fatalf("repaired counted %d", pg.repaired)
+	}
+}
+
+// A row lost from PostgreSQL and an extra row in the same bucket leave the counts equal; the
+// sums of the id digests differ, so the ids are compared and both are found.
+func TestVerifyMissingAndExtraInOneBucketDoNotCancelOut(t *testing.T) {
+	es, pg := newFakeES(), newFakePG()
+	for i := 0; i < 360; i++ {
+		es.add("ev-2026.04.01", 0, doc(fmt.Sprintf("e%05d", i), day.Add(time.Duration(i)*10*time.Second)), true)
+	}
+	archiveAll(es, pg)
+	pg.mu.Lock()
+	delete(pg.events, "e00100")
+	pg.events["zz-extra"] = pgstore.Row{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(30 * time.Minute)}
+	pg.mu.Unlock()
+	a := New(es, pg, Options{Config: testConfig()})
+	rep, err := a.Verify(context.Background(), VerifyRequest{From: day, To: day.Add(time.Hour), Bucket: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := rep.Buckets[0]; b.ES != b.PG {
+		t.Fatalf("the case needs equal counts: %+v", b)
+	}
+	if rep.OK() || rep.Missing != 1 || rep.Extra != 1 || rep.Compared != 1 ||
+		strings.Join(rep.MissingIDs, ",") != "e00100" || strings.Join(rep.ExtraIDs, ",") != "zz-extra" {
+		t.Fatalf("report %+v", rep)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -32,6 +33,9 @@ func (r Range) filter() map[string]any {
 type RangeCount struct {
 	Total int64 // every visible document
 	UpTo  int64 // those with _seq_no ≤ the bound given (the archived part, by checkpoint)
+	// UpToHash is the sum of the idHash of the UpTo documents (event.IDHash; a document
+	// indexed without one counts 0).
+	UpToHash int64
 }
 
 // ErrTooMany means a range holds more documents than the caller's limit.
@@ -79,6 +83,7 @@ func (s *Store) CountShard(ctx context.Context, index string, shard int, upTo in
 			"filters": map[string]any{"filters": filters},
 			"aggs": map[string]any{"upto": map[string]any{
 				"filter": map[string]any{"range": map[string]any{"_seq_no": map[string]any{"lte": upTo}}},
+				"aggs":   map[string]any{"h": map[string]any{"sum": map[string]any{"field": "idHash"}}},
 			}},
 		}},
 	}
@@ -89,6 +94,9 @@ func (s *Store) CountShard(ctx context.Context, index string, shard int, upTo in
 					DocCount int64 `json:"doc_count"`
 					UpTo     struct {
 						DocCount int64 `json:"doc_count"`
+						H        struct {
+							Value float64 `json:"value"`
+						} `json:"h"`
 					} `json:"upto"`
 				} `json:"buckets"`
 			} `json:"r"`
@@ -103,7 +111,8 @@ func (s *Store) CountShard(ctx context.Context, index string, shard int, upTo in
 	}
 	counts := make([]RangeCount, len(ranges))
 	for i, b := range out.Aggregations.R.Buckets {
-		counts[i] = RangeCount{Total: b.DocCount, UpTo: b.UpTo.DocCount}
+		// A double, exact below 2^53: ranges of up to 2^29 documents of 24-bit digests.
+		counts[i] = RangeCount{Total: b.DocCount, UpTo: b.UpTo.DocCount, UpToHash: int64(math.Round(b.UpTo.H.Value))}
 	}
 	return counts, nil
 }

@@ -54,7 +54,7 @@ func TestArchiveReads(t *testing.T) {
 	}
 	// Counts per range, summed over the shards, split by a _seq_no bound.
 	ranges := []esstore.Range{{day, day.Add(10 * time.Hour)}, {day.Add(10 * time.Hour), day.Add(24 * time.Hour)}}
-	var totals [2]int64
+	var totals, hashes [2]int64
 	var upToNone int64
 	var allIDs []string
 	for _, sh := range shards {
@@ -70,6 +70,7 @@ func TestArchiveReads(t *testing.T) {
 				t.Fatalf("bound at the global checkpoint excludes documents: %+v", c[i])
 			}
 			totals[i] += c[i].Total
+			hashes[i] += c[i].UpToHash
 		}
 		c, err = s.CountShard(ctx, sh.Index, sh.Shard, -1, ranges)
 		if err != nil {
@@ -96,6 +97,14 @@ func TestArchiveReads(t *testing.T) {
 	}
 	if totals != [2]int64{20, 20} || upToNone != 0 || len(allIDs) != 40 {
 		t.Fatalf("totals %v, up to -1: %d, ids %d", totals, upToNone, len(allIDs))
+	}
+	// The idHash sums are event.IDHash summed in Go: ingest stored it, the aggregation adds it up.
+	var want [2]int64
+	for _, e := range evs[:40] {
+		want[e.Timestamp.Sub(day)/(10*time.Hour)] += event.IDHash(e.ID)
+	}
+	if hashes != want || want[0] == 0 {
+		t.Fatalf("id digest sums %v, want %v", hashes, want)
 	}
 
 	// Microsecond bounds mean the same thing as in PostgreSQL.

@@ -11,14 +11,15 @@ import (
 
 func TestEncodeDoc(t *testing.T) {
 	ts := time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
+	// idHash 835957 = 0x0cc175, the first three bytes of md5("a").
 	base := event.Event{ID: "a", ClientID: `c<"&>\`, Type: "t", Timestamp: ts, IngestedAt: ts}
 	tests := []struct {
 		name, payload, want string
 	}{
-		{"no payload", "", `{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z"}`},
+		{"no payload", "", `{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z","idHash":835957}`},
 		{"payload verbatim", `{"n":123456789012345678901234567890,"s":"\u00e9<&>"}`,
-			`{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z","payload":{"n":123456789012345678901234567890,"s":"\u00e9<&>"}}`},
-		{"line breaks compacted", "{\n \"a\": 1\r\n}", `{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z","payload":{"a":1}}`},
+			`{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z","idHash":835957,"payload":{"n":123456789012345678901234567890,"s":"\u00e9<&>"}}`},
+		{"line breaks compacted", "{\n \"a\": 1\r\n}", `{"id":"a","clientId":"c<\"&>\\","type":"t","@timestamp":"2026-03-04T05:06:07.123456Z","ingestedAt":"2026-03-04T05:06:07.123456Z","idHash":835957,"payload":{"a":1}}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -127,8 +127,10 @@ func (s *Store) Template() ([]byte, error) {
 	return json.Marshal(t)
 }
 
-// InstallTemplate puts the index template; it is idempotent. Existing indices keep the
-// settings they were created with; the next daily index picks up changes.
+// InstallTemplate puts the index template and adds its fields to the open indices it matches;
+// it is idempotent. Existing indices keep the settings they were created with (the next daily
+// index picks up changes), but a field added to the template is added to them too: their
+// mapping is strict, so without it they would refuse documents carrying the new field.
 func (s *Store) InstallTemplate(ctx context.Context) error {
 	body, err := s.Template()
 	if err != nil {
@@ -138,7 +140,20 @@ func (s *Store) InstallTemplate(ctx context.Context) error {
 	if err := check(res, err, "put index template"); err != nil {
 		return err
 	}
-	return nil
+	var t struct {
+		Template struct {
+			Mappings struct {
+				Properties json.RawMessage `json:"properties"`
+			} `json:"mappings"`
+		} `json:"template"`
+	}
+	if err := json.Unmarshal(body, &t); err != nil {
+		return fmt.Errorf("parse template: %w", err)
+	}
+	props := append(append([]byte(`{"properties":`), t.Template.Mappings.Properties...), '}')
+	res, err = s.es.Indices.PutMapping([]string{s.Pattern()}, bytes.NewReader(props),
+		s.es.Indices.PutMapping.WithAllowNoIndices(true), s.es.Indices.PutMapping.WithContext(ctx))
+	return check(res, err, "put mapping on existing indices")
 }
 
 // CheckTemplate returns nil when the index template is installed with this store's pattern.
@@ -279,12 +294,14 @@ func (s *Store) search(ctx context.Context, index string, body any, out any, opt
 // Doc is the shape of an event in Elasticsearch: @timestamp is the event's own time, the time
 // field for Kibana.
 type Doc struct {
-	ID         string          `json:"id"`
-	ClientID   string          `json:"clientId"`
-	Type       string          `json:"type,omitempty"`
-	Timestamp  string          `json:"@timestamp"`
-	IngestedAt string          `json:"ingestedAt"`
-	Payload    json.RawMessage `json:"payload,omitempty"`
+	ID         string `json:"id"`
+	ClientID   string `json:"clientId"`
+	Type       string `json:"type,omitempty"`
+	Timestamp  string `json:"@timestamp"`
+	IngestedAt string `json:"ingestedAt"`
+	// IDHash is event.IDHash(ID), summed by archive verification; not part of the API's event.
+	IDHash  int64           `json:"idHash"`
+	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
 // ToDoc converts an event to its document, with times at storage precision.
@@ -295,6 +312,7 @@ func ToDoc(e event.Event) Doc {
 		Type:       e.Type,
 		Timestamp:  event.Truncate(e.Timestamp).Format(event.TimeFormat),
 		IngestedAt: event.Truncate(e.IngestedAt).Format(event.TimeFormat),
+		IDHash:     event.IDHash(e.ID),
 		Payload:    e.Payload,
 	}
 }

@@ -175,6 +175,40 @@ func TestLiveTemplateWriteRead(t *testing.T) {
 	}
 }
 
+// An index created by an older template lacks the fields added since; its mapping is strict, so
+// it would refuse every new document. InstallTemplate adds the fields to it.
+func TestInstallTemplateAddsNewFieldsToExistingIndices(t *testing.T) {
+	cfg := testenv.ES(t)
+	ctx := testenv.Context(t, time.Minute)
+	s, err := esstore.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	old := `{"mappings":{"dynamic":"strict","properties":{"id":{"type":"keyword"},"clientId":{"type":"keyword"},` +
+		`"type":{"type":"keyword"},"@timestamp":{"type":"date_nanos"},"ingestedAt":{"type":"date_nanos"},"payload":{"type":"flattened"}}}}`
+	req, _ := http.NewRequest(http.MethodPut, cfg.URLs[0]+"/"+s.IndexFor(ts), strings.NewReader(old))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("create the old index: %d", res.StatusCode)
+	}
+	e := event.Event{ID: "upgrade-1", ClientID: "c", Timestamp: ts, IngestedAt: ts}
+	if _, err := s.Put(ctx, e); err == nil {
+		t.Fatal("the old index took a document with idHash: the test no longer shows the upgrade")
+	}
+	if err := s.InstallTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := s.Put(ctx, e); err != nil || !created {
+		t.Fatalf("put after InstallTemplate: %v %v", created, err)
+	}
+}
+
 func TestUnreachableIsUnavailable(t *testing.T) {
 	cfg := testenv.DefaultES("http://127.0.0.1:1")
 	cfg.MaxRetries = 0

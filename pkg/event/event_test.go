@@ -48,3 +48,17 @@ func TestValidationErrorIsInvalid(t *testing.T) {
 		t.Fatalf("Error() = %q", got)
 	}
 }
+
+// The digest is pinned: documents already indexed carry it, so changing it would make every
+// stored range disagree with PostgreSQL (whose side, IDHashSQL, is compared in pgstore's tests).
+func TestIDHashIsTheFirstThreeBytesOfMD5(t *testing.T) {
+	for id, want := range map[string]int64{
+		"":          0xd41d8c, // md5 d41d8cd98f00b204e9800998ecf8427e
+		"abc":       0x900150, // md5 900150983cd24fb0d6963f7d28e17f72
+		"évènement": 0x0575b4, // md5 0575b487e57873b93f73219d3f1771b7 (UTF-8 bytes)
+	} {
+		if got := IDHash(id); got != want {
+			t.Errorf("IDHash(%q) = %#x, want %#x", id, got, want)
+		}
+	}
+}

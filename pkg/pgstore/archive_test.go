@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 	"github.com/spillway/spillway/pkg/testenv"
 )
@@ -294,8 +295,22 @@ func TestCountRangesAndIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(got) != "[10 10 10 0 5 5]" {
-		t.Fatalf("counts %v", got)
+	var counts []int64
+	for _, c := range got {
+		counts = append(counts, c.N)
+	}
+	if fmt.Sprint(counts) != "[10 10 10 0 5 5]" {
+		t.Fatalf("counts %v", counts)
+	}
+	// The digest sum is computed in SQL; it must equal event.IDHash summed in Go.
+	for i, want := range []struct{ from, to int }{{0, 10}, {10, 20}, {20, 30}, {30, 30}, {10, 15}, {15, 20}} {
+		var sum int64
+		for _, r := range rows[want.from:want.to] {
+			sum += event.IDHash(r.ID)
+		}
+		if got[i].Hash != sum || (want.to > want.from && sum == 0) {
+			t.Fatalf("range %d: digest sum %d in PostgreSQL, %d in Go", i, got[i].Hash, sum)
+		}
 	}
 	ids, err := s.IDsInRange(ctx, pgstore.Range{From: m(1), To: m(2)}, 10)
 	if err != nil {

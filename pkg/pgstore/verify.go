@@ -7,14 +7,22 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // Range is the half-open time interval [From, To) of event timestamps.
 type Range struct{ From, To time.Time }
 
-// CountRanges counts the events whose ts falls in each range (one count per range, in order).
-// Each range is one scan of the (ts, id) index.
-func (s *Store) CountRanges(ctx context.Context, ranges []Range) ([]int64, error) {
+// RangeCount counts one range's events.
+type RangeCount struct {
+	N    int64 // events whose ts falls in the range
+	Hash int64 // the sum of their event.IDHash
+}
+
+// CountRanges counts the events whose ts falls in each range and sums their id digests (one
+// RangeCount per range, in order). Both come from an index-only scan of events_ts_id.
+func (s *Store) CountRanges(ctx context.Context, ranges []Range) ([]RangeCount, error) {
 	if len(ranges) == 0 {
 		return nil, nil
 	}
@@ -23,19 +31,21 @@ func (s *Store) CountRanges(ctx context.Context, ranges []Range) ([]int64, error
 	for i, r := range ranges {
 		lo[i], hi[i] = r.From, r.To
 	}
-	rows, err := s.pool.Query(ctx, `SELECT r.i, (SELECT count(*) FROM events e WHERE e.ts >= r.lo AND e.ts < r.hi)
-		FROM unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY AS r(lo, hi, i)`, lo, hi)
+	rows, err := s.pool.Query(ctx, `SELECT r.i, c.n, c.h FROM unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY AS r(lo, hi, i)
+		CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(`+event.IDHashSQL+`), 0)::bigint AS h
+			FROM events e WHERE e.ts >= r.lo AND e.ts < r.hi) c`, lo, hi)
 	if err != nil {
 		return nil, wrap("count ranges", err)
 	}
-	out := make([]int64, len(ranges))
+	out := make([]RangeCount, len(ranges))
 	defer rows.Close()
 	for rows.Next() {
-		var i, n int64
-		if err := rows.Scan(&i, &n); err != nil {
+		var i int64
+		var c RangeCount
+		if err := rows.Scan(&i, &c.N, &c.Hash); err != nil {
 			return nil, wrap("count ranges", err)
 		}
-		out[i-1] = n
+		out[i-1] = c
 	}
 	if err := rows.Err(); err != nil {
 		return nil, wrap("count ranges", err)
