@@ -163,16 +163,23 @@ func TestLiveTemplateWriteRead(t *testing.T) {
 	}
 
 	// Strict mapping: a document with an unknown field is refused by Elasticsearch itself.
-	req, _ := http.NewRequest(http.MethodPut, cfg.URLs[0]+"/"+index+"/_create/x?refresh=true", strings.NewReader(`{"id":"x","clientId":"c","@timestamp":"2026-05-06T00:00:00Z","ingestedAt":"2026-05-06T00:00:00Z","extra":1}`))
+	status := putJSON(t, cfg.URLs[0]+"/"+index+"/_create/x?refresh=true", `{"id":"x","clientId":"c","@timestamp":"2026-05-06T00:00:00Z","ingestedAt":"2026-05-06T00:00:00Z","extra":1}`)
+	if status != http.StatusBadRequest {
+		t.Errorf("unknown field: status %d, want 400 from the strict mapping", status)
+	}
+}
+
+// putJSON sends body to Elasticsearch directly, past the store, and returns the status.
+func putJSON(t *testing.T, url, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	r2, err := http.DefaultClient.Do(req)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2.Body.Close()
-	if r2.StatusCode != http.StatusBadRequest {
-		t.Errorf("unknown field: status %d, want 400 from the strict mapping", r2.StatusCode)
-	}
+	res.Body.Close()
+	return res.StatusCode
 }
 
 // An index created by an older template lacks the fields added since; its mapping is strict, so
@@ -187,15 +194,8 @@ func TestInstallTemplateAddsNewFieldsToExistingIndices(t *testing.T) {
 	ts := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	old := `{"mappings":{"dynamic":"strict","properties":{"id":{"type":"keyword"},"clientId":{"type":"keyword"},` +
 		`"type":{"type":"keyword"},"@timestamp":{"type":"date_nanos"},"ingestedAt":{"type":"date_nanos"},"payload":{"type":"flattened"}}}}`
-	req, _ := http.NewRequest(http.MethodPut, cfg.URLs[0]+"/"+s.IndexFor(ts), strings.NewReader(old))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("create the old index: %d", res.StatusCode)
+	if status := putJSON(t, cfg.URLs[0]+"/"+s.IndexFor(ts), old); status != http.StatusOK {
+		t.Fatalf("create the old index: %d", status)
 	}
 	e := event.Event{ID: "upgrade-1", ClientID: "c", Timestamp: ts, IngestedAt: ts}
 	if _, err := s.Put(ctx, e); err == nil {
