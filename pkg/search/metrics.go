@@ -11,6 +11,7 @@ import (
 type Metrics struct {
 	openStreams  prometheus.Gauge
 	streamEvents prometheus.Counter
+	streamReads  *prometheus.CounterVec
 	queryLatency *prometheus.HistogramVec
 }
 
@@ -25,13 +26,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "spillway_search_stream_events_total",
 			Help: "Events delivered to live streams.",
 		}),
+		streamReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_search_stream_shard_reads_total",
+			Help: "Reads of one shard's new events by one live stream, by source: window (the poller's shared read, filtered in memory) or elasticsearch (the stream's own query).",
+		}, []string{"source"}),
 		queryLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "spillway_search_es_query_duration_seconds",
-			Help:    "Elasticsearch request latency seen by search, by operation (page, count, get, shards, index_uuids, refresh, read_shard) and outcome (ok, error).",
+			Help:    "Elasticsearch request latency seen by search, by operation (page, count, get, shards, index_uuids, refresh, read_shard, read_window) and outcome (ok, error).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"op", "outcome"}),
 	}
-	reg.MustRegister(m.openStreams, m.streamEvents, m.queryLatency)
+	reg.MustRegister(m.openStreams, m.streamEvents, m.streamReads, m.queryLatency)
 	return m
 }
 

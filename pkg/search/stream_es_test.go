@@ -14,7 +14,9 @@ import (
 // TestStreamFollowsElasticsearch: events indexed after subscribing arrive in order; a reader
 // that drops the connection and reconnects to another replica with Last-Event-ID gets the
 // rest without a gap or a duplicate; one that reconnects with the start token gets all.
-func TestStreamFollowsElasticsearch(t *testing.T) {
+func TestStreamFollowsElasticsearch(t *testing.T) { bothReadPaths(t, testStreamFollowsElasticsearch) }
+
+func testStreamFollowsElasticsearch(t *testing.T, shared bool) []*server {
 	env := newESEnv(t, 1) // one shard: _seq_no order is indexing order
 	cfg := testConfig()
 	replicaA := startServer(t, env.store, env.store, cfg)
@@ -80,11 +82,16 @@ func TestStreamFollowsElasticsearch(t *testing.T) {
 			t.Fatalf("from the start token: event %d is %s, want %s", i, e.ID, want[i])
 		}
 	}
+	return []*server{replicaA, replicaB}
 }
 
 // TestStreamExactlyOnceAcrossShardsAndDays follows events spread over two daily indices of
 // two shards each while a writer keeps indexing, reconnecting at random points to either replica.
 func TestStreamExactlyOnceAcrossShardsAndDays(t *testing.T) {
+	bothReadPaths(t, testStreamExactlyOnceAcrossShardsAndDays)
+}
+
+func testStreamExactlyOnceAcrossShardsAndDays(t *testing.T, shared bool) []*server {
 	env := newESEnv(t, 2)
 	cfg := testConfig()
 	replicas := []*server{startServer(t, env.store, env.store, cfg), startServer(t, env.store, env.store, cfg)}
@@ -174,4 +181,5 @@ func TestStreamExactlyOnceAcrossShardsAndDays(t *testing.T) {
 		t.Fatalf("got %d of %d events in %d reconnects", len(got), total, reconnects)
 	}
 	t.Logf("%d events over 4 shards, %d reconnects", total, reconnects)
+	return []*server{replicas[0], replicas[1]}
 }

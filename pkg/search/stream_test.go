@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
+	"github.com/spillway/spillway/pkg/search"
 )
 
 // fakeFeed keeps shards in memory with the feed's contract: each shard numbers its documents
@@ -155,6 +157,10 @@ func contains(vals []string, v string) bool {
 // reconnect going to the other replica with Last-Event-ID, while events keep arriving on three
 // shards faster than one read returns them (reads are cut at the batch size).
 func TestStreamResumesExactlyOnceAcrossReplicas(t *testing.T) {
+	bothReadPaths(t, testStreamResumesExactlyOnceAcrossReplicas)
+}
+
+func testStreamResumesExactlyOnceAcrossReplicas(t *testing.T, shared bool) []*server {
 	feed := newFakeFeed("a-1/0", "a-1/1", "b-2/0")
 	cfg := testConfig()
 	cfg.StreamPoll = 10 * time.Millisecond
@@ -273,7 +279,8 @@ func TestStreamResumesExactlyOnceAcrossReplicas(t *testing.T) {
 	}
 	<-done
 	t.Logf("%d events, %d reconnects, %d shard reads, %d cut short", len(got), reconnects, feed.reads, feed.full)
-	if len(got) != len(want) || reconnects < 3 || feed.full == 0 {
+	// Own reads must have been cut short and continued; shared windows hold everything.
+	if len(got) != len(want) || reconnects < 3 || !shared && feed.full == 0 {
 		t.Fatalf("got %d of %d events in %d reconnects", len(got), len(want), reconnects)
 	}
 	for id := range want {
@@ -284,11 +291,16 @@ func TestStreamResumesExactlyOnceAcrossReplicas(t *testing.T) {
 	if got["0-000000"] {
 		t.Fatal("event ingested before the subscription was streamed")
 	}
+	return []*server{replicas[0], replicas[1]}
 }
 
 // TestStreamResumesFromTheStartToken: a reader that reconnects before any event arrived still
 // gets every event since its first subscription.
 func TestStreamResumesFromTheStartToken(t *testing.T) {
+	bothReadPaths(t, testStreamResumesFromTheStartToken)
+}
+
+func testStreamResumesFromTheStartToken(t *testing.T, shared bool) []*server {
 	feed := newFakeFeed("a-1/0")
 	cfg := testConfig()
 	cfg.StreamPoll = 10 * time.Millisecond
@@ -311,6 +323,7 @@ func TestStreamResumesFromTheStartToken(t *testing.T) {
 	if _, status, _ := srv.tryStream(t, q, start.id[:len(start.id)-3]); status != 400 {
 		t.Fatalf("truncated token: %d", status)
 	}
+	return []*server{srv}
 }
 
 // TestStreamKeepsPositionsOfIndicesAReplicaHasNotSeenYet: a reader resumes on a replica whose
@@ -318,6 +331,10 @@ func TestStreamResumesFromTheStartToken(t *testing.T) {
 // sees the index (forgetting it would replay the index); once the index is deleted, the
 // position leaves the token.
 func TestStreamKeepsPositionsOfIndicesAReplicaHasNotSeenYet(t *testing.T) {
+	bothReadPaths(t, testStreamKeepsPositionsOfIndicesAReplicaHasNotSeenYet)
+}
+
+func testStreamKeepsPositionsOfIndicesAReplicaHasNotSeenYet(t *testing.T, shared bool) []*server {
 	feed := newFakeFeed("a-1/0")
 	fast, slow := testConfig(), testConfig()
 	fast.StreamPoll, slow.StreamPoll = 10*time.Millisecond, time.Second
@@ -355,6 +372,7 @@ func TestStreamKeepsPositionsOfIndicesAReplicaHasNotSeenYet(t *testing.T) {
 	if e.ID != after || len(withoutX) >= len(withX) {
 		t.Fatalf("after deleting x-2: %s, token %d characters (was %d)", e.ID, len(withoutX), len(withX))
 	}
+	return []*server{a, b}
 }
 
 func TestStreamCapHeartbeatErrorsAndShutdown(t *testing.T) {
@@ -417,6 +435,51 @@ func TestStreamCapHeartbeatErrorsAndShutdown(t *testing.T) {
 	if _, status, _ := srv.tryStream(t, q, ""); status != http.StatusServiceUnavailable {
 		t.Fatalf("stream after shutdown: %d", status)
 	}
+}
+
+// bothReadPaths runs a stream test twice: with every stream querying Elasticsearch itself, and
+// with the poller's shared windows from the first open stream on. In the second, windows must
+// have served reads, or the run would prove nothing about them; in the first, none.
+func bothReadPaths(t *testing.T, test func(t *testing.T, shared bool) []*server) {
+	for _, mode := range []struct {
+		name    string
+		streams int64
+	}{{"own-reads", math.MaxInt64}, {"shared-windows", 1}} {
+		t.Run(mode.name, func(t *testing.T) {
+			defer search.SetWindowStreams(mode.streams)()
+			var window, own float64
+			for _, srv := range test(t, mode.streams == 1) {
+				window += labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "window")
+				own += labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "elasticsearch")
+			}
+			t.Logf("stream shard reads: %v from shared windows, %v own", window, own)
+			if mode.streams == 1 && window == 0 || mode.streams != 1 && window != 0 {
+				t.Fatalf("%v stream shard reads from shared windows in mode %s", window, mode.name)
+			}
+		})
+	}
+}
+
+// labelledValue returns the value of the counter name{label=value}, 0 if it has not counted.
+func labelledValue(t *testing.T, srv *server, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := srv.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func metricValue(t *testing.T, srv *server, name string) float64 {
