@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // appJSON is Heroku's app.json manifest; decoding rejects keys the schema does not have.
@@ -223,10 +224,7 @@ func TestHeroku(t *testing.T) {
 // loaderReads reports whether setting variable name changes the loaded configuration.
 func loaderReads(t *testing.T, name string) bool {
 	t.Helper()
-	base, _, err := config.Load(config.RoleIngest, nil, nil, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
+	base := testenv.LoadConfig(t, config.RoleIngest)
 	for _, v := range []string{"https://u:p@sentinel.example:9243", "postgres://u:p@sentinel.example:5432/d", "4242"} {
 		cfg, _, err := config.Load(config.RoleIngest, nil, nil, func(k string) (string, bool) {
 			if k == name {

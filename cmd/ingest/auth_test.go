@@ -24,16 +24,6 @@ import (
 	"github.com/spillway/spillway/pkg/testenv"
 )
 
-// load builds the ingest configuration from flags, with no environment.
-func load(t *testing.T, args ...string) *config.Config {
-	t.Helper()
-	cfg, _, err := config.Load(config.RoleIngest, nil, args, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 // served is the wired ingest service on a test server, with its logs.
 type served struct {
 	url   string
@@ -117,7 +107,7 @@ func countPrefix(t *testing.T, es config.Elasticsearch) int {
 
 func TestSecureByDefault(t *testing.T) {
 	// wire refuses, as a usage error (exit 2), before contacting anything.
-	cfg := load(t, "--elasticsearch.urls", "http://127.0.0.1:1")
+	cfg := testenv.LoadConfig(t, config.RoleIngest, "--elasticsearch.urls", "http://127.0.0.1:1")
 	_, err := wire(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	var ue *app.UsageError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "auth.insecure_no_auth") {
@@ -135,7 +125,7 @@ func TestSecureByDefault(t *testing.T) {
 			var logs bytes.Buffer
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			cfg := load(t, append(tc.args, "--elasticsearch.urls", "http://127.0.0.1:1")...)
+			cfg := testenv.LoadConfig(t, config.RoleIngest, append(tc.args, "--elasticsearch.urls", "http://127.0.0.1:1")...)
 			if _, err := wire(ctx, cfg, slog.New(slog.NewJSONHandler(&logs, nil))); err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +151,7 @@ func TestAuthOverHTTP(t *testing.T) {
 	es := testenv.ES(t)
 	bound, admin, reader, stranger := auth.NewKey(), auth.NewKey(), auth.NewKey(), auth.NewKey()
 	keys := "mobile:ingest:" + auth.Hash(bound) + ":c1;ops:admin:" + auth.Hash(admin) + ";dash:read:" + auth.Hash(reader)
-	cfg := load(t, "--http.addr", "0.0.0.0:0", "--auth.keys", keys,
+	cfg := testenv.LoadConfig(t, config.RoleIngest, "--http.addr", "0.0.0.0:0", "--auth.keys", keys,
 		"--elasticsearch.urls", es.URLs[0], "--elasticsearch.index_prefix", es.IndexPrefix)
 	s := serveWired(t, cfg)
 
@@ -218,7 +208,7 @@ func TestAuthOverHTTP(t *testing.T) {
 // listener and is served on the admin one without a key (which must therefore be private).
 func TestAdminListenerServesMetricsWithoutKey(t *testing.T) {
 	admin := auth.NewKey()
-	cfg := load(t, "--http.addr", "0.0.0.0:0", "--http.admin_addr", "127.0.0.1:0", "--auth.keys", "ops:admin:"+auth.Hash(admin),
+	cfg := testenv.LoadConfig(t, config.RoleIngest, "--http.addr", "0.0.0.0:0", "--http.admin_addr", "127.0.0.1:0", "--auth.keys", "ops:admin:"+auth.Hash(admin),
 		"--elasticsearch.urls", testenv.ESURL(), "--elasticsearch.index_prefix", testenv.ES(t).IndexPrefix)
 	s := serveWired(t, cfg)
 	if status, _, _ := s.do(t, "GET", "/metrics", admin, ""); status != 404 {
@@ -250,7 +240,7 @@ func TestRateLimitFloodingClientIsThrottled(t *testing.T) {
 				args = append(args, "--auth.keys", "flood:ingest:"+auth.Hash(flood)+";polite:ingest:"+auth.Hash(polite))
 				floodKey, politeKey = flood, polite
 			}
-			s := serveWired(t, load(t, args...))
+			s := serveWired(t, testenv.LoadConfig(t, config.RoleIngest, args...))
 			alone := runFlood(t, s, 0, floodKey, politeKey) // the polite client's latency without a flood, for the log
 			res := runFlood(t, s, 2, floodKey, politeKey)
 			if res.polite429 > 0 || res.politeOther > 0 {

@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/spillway/spillway/api"
-	"github.com/spillway/spillway/pkg/auth"
+	"github.com/gorilla/mux"
+
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/testenv"
 )
@@ -14,27 +14,16 @@ import (
 // TestRoutesMatchOpenAPI checks the router exactly as the binary serves it against
 // api/openapi.yaml: every documented ingest path answers, every routed path is documented.
 func TestRoutesMatchOpenAPI(t *testing.T) {
-	cfg, _, err := config.Load(config.RoleIngest, nil, nil, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.LoadConfig(t, config.RoleIngest)
 	cfg.Elasticsearch = testenv.DefaultES("http://127.0.0.1:1") // never contacted by the check
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel() // stops the background template installer
-	// With keys (the production shape: API and /metrics behind subrouters) and open on loopback.
-	for name, a := range map[string]config.Auth{
-		"keys": {Keys: config.Secret("ops:admin:" + auth.Hash(auth.NewKey()))},
-		"open": {},
-	} {
-		t.Run(name, func(t *testing.T) {
-			c := *cfg
-			c.Auth, c.HTTP.Addr = a, "127.0.0.1:0"
-			svc, err := wire(ctx, &c, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
-			}
-			svc.Mount()
-			api.CheckRoutes(t, svc.Router, "ingest")
-		})
-	}
+	testenv.CheckServedRoutes(t, cfg, "ingest", func(c *config.Config) (*mux.Router, error) {
+		svc, err := wire(ctx, c, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return nil, err
+		}
+		svc.Mount()
+		return svc.Router, nil
+	})
 }

@@ -24,14 +24,10 @@ import (
 	"github.com/spillway/spillway/pkg/testenv"
 )
 
+// load builds the search configuration from flags, with no environment, and a cursor key.
 func load(t *testing.T, args ...string) *config.Config {
 	t.Helper()
-	cfg, _, err := config.Load(config.RoleSearch, nil, append(args, "--search.cursor_key", "a-test-key-of-enough-bytes"),
-		func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return testenv.LoadConfig(t, config.RoleSearch, append(args, "--search.cursor_key", "a-test-key-of-enough-bytes")...)
 }
 
 // serveBuilt runs build()'s service, mounted as app.Serve mounts it, with its stream poller,

@@ -37,13 +37,9 @@ func TestRunServesAndShutsDownWithAnOpenStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cfg, _, err := config.Load(config.RoleSearch, nil, []string{
+	cfg := testenv.LoadConfig(t, config.RoleSearch,
 		"--http.addr", addr, "--elasticsearch.urls", es.URLs[0], "--elasticsearch.index_prefix", es.IndexPrefix,
-		"--search.cursor_key", "a-test-key-of-enough-bytes", "--search.stream_poll", "50ms", "--http.shutdown_grace", "20s",
-	}, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
+		"--search.cursor_key", "a-test-key-of-enough-bytes", "--search.stream_poll", "50ms", "--http.shutdown_grace", "20s")
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	errc := make(chan error, 1)

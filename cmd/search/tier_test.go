@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
@@ -52,15 +51,10 @@ func TestColdTierWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg, _, err := config.Load(config.RoleSearch, nil, []string{
-		"--elasticsearch.urls", es.URLs[0], "--elasticsearch.index_prefix", es.IndexPrefix,
+	cfg := load(t, "--elasticsearch.urls", es.URLs[0], "--elasticsearch.index_prefix", es.IndexPrefix,
 		"--postgres.url", pgCfg.URL.Value(), "--postgres.schema", pgCfg.Schema,
 		"--search.cold_tier", "true", "--search.cold_boundary_refresh", "20ms", "--search.postgres_max_conns", "1",
-		"--search.cursor_key", "a-test-key-of-enough-bytes", "--http.addr", "127.0.0.1:0",
-	}, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
+		"--http.addr", "127.0.0.1:0")
 	svc, _, err := build(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -38,19 +38,9 @@ type stack struct {
 	cfg    config.Ingest
 }
 
-// defaults is the production configuration (defaults only).
-func defaults(t testing.TB) *config.Config {
-	t.Helper()
-	cfg, _, err := config.Load(config.RoleIngest, nil, nil, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
 func newStack(t testing.TB, es config.Elasticsearch, tune func(*config.Ingest)) *stack {
 	t.Helper()
-	cfg := defaults(t).Ingest
+	cfg := testenv.LoadConfig(t, config.RoleIngest).Ingest
 	if tune != nil {
 		tune(&cfg)
 	}
