@@ -109,7 +109,15 @@ func TestColdTierWiring(t *testing.T) {
 	if err := svc.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := pg.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-search'`).Scan(&n); err != nil || n != 0 {
+	// A closed connection's backend leaves pg_stat_activity once it has exited, a moment after
+	// the client hung up: wait for that (the bound only guards against a hang), then require 0.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err = pg.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-search'`).Scan(&n)
+		if err != nil || n == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || n != 0 {
 		t.Fatalf("after drain search still holds %d connections (%v)", n, err)
 	}
 }
