@@ -22,6 +22,7 @@ if [ "$(id -u)" = 0 ]; then
 else
   STATE="${SPILLWAY_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/spillway}"
 fi
+STATE="$(realpath -m "$STATE")" # absolute: commands run as another user start in /
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/spillway"
 ES_HOME="$STATE/elasticsearch-$ES_VERSION"
 ES_DATA="$STATE/es/data"
@@ -39,10 +40,12 @@ EXT_PG_URL="${SPILLWAY_PG_URL:-${DATABASE_URL:-}}"
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
 
-# as_user USER CMD... runs CMD as USER when we are root, as ourselves otherwise.
+# as_user USER CMD... runs CMD as USER when we are root, as ourselves otherwise. As another user
+# it runs in /: the caller's directory (a clone in a private mktemp dir, say) may be closed to
+# that user, and PostgreSQL's tools then complain that they cannot change into it.
 as_user() {
   local u="$1"; shift
-  if [ "$(id -u)" = 0 ]; then runuser -u "$u" -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u "$u" -- "$@"); else "$@"; fi
 }
 
 redact() { sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#'; }
