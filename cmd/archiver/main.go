@@ -6,6 +6,8 @@
 //	archiver status [--json]                     positions, lag, rows, last error
 //	archiver backfill --from T1 --to T2          archive a @timestamp range outside the feed
 //	archiver retention --older-than 45d [--apply] drop verified daily indices; exit 1 if one is kept
+//	archiver prune --older-than 400d [--apply]   drop archive day partitions past the horizon and the cold boundary
+//	archiver migrate [--batch N]                 move a version-1 archive into day partitions, verify, drop it
 package main
 
 import (
@@ -34,9 +36,11 @@ type flags struct {
 	bucket   time.Duration
 	repair   bool
 	json     bool
-	// retention
+	// retention, prune
 	olderThan string
 	apply     bool
+	// migrate
+	batch int
 }
 
 func main() {
@@ -45,11 +49,12 @@ func main() {
 	f.fs.StringVar(&f.to, "to", "", "verify, backfill: end of the @timestamp range, exclusive")
 	f.fs.DurationVar(&f.bucket, "bucket", 0, "verify: bucket width (default archiver.verify_bucket)")
 	f.fs.BoolVar(&f.repair, "repair", false, "verify: copy events missing in PostgreSQL from Elasticsearch")
-	f.fs.BoolVar(&f.json, "json", false, "status, retention: print JSON")
-	f.fs.StringVar(&f.olderThan, "older-than", "", "retention: drop daily indices whose whole day is older than this (e.g. 45d, 1080h)")
-	f.fs.BoolVar(&f.apply, "apply", false, "retention: move the cold boundary and delete (default: only list what would happen)")
+	f.fs.BoolVar(&f.json, "json", false, "status, retention, prune: print JSON")
+	f.fs.StringVar(&f.olderThan, "older-than", "", "retention, prune: drop days wholly older than this (e.g. 45d, 1080h)")
+	f.fs.BoolVar(&f.apply, "apply", false, "retention, prune: act (default: only list what would happen)")
+	f.fs.IntVar(&f.batch, "batch", 10000, "migrate: rows moved per transaction")
 	f.fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2 | retention --older-than D [--apply] [--json]] [--<config.key> value ...]\n")
+		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2 | retention --older-than D [--apply] [--json] | prune --older-than D [--apply] [--json] | migrate [--batch N]] [--<config.key> value ...]\n")
 		f.fs.PrintDefaults()
 	}
 	os.Exit(app.Main(config.RoleArchiver, f.fs, os.Args[1:], f.run))
@@ -64,12 +69,12 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 		return &app.UsageError{Msg: fmt.Sprintf("unexpected arguments %q", args[1:])}
 	}
 	allowed := map[string][]string{"run": nil, "verify": {"from", "to", "bucket", "repair"}, "status": {"json"}, "backfill": {"from", "to"},
-		"retention": {"older-than", "apply", "json"}}
+		"retention": {"older-than", "apply", "json"}, "prune": {"older-than", "apply", "json"}, "migrate": {"batch"}}
 	own, ok := allowed[cmd]
 	if !ok {
-		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill, retention)", cmd)}
+		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill, retention, prune, migrate)", cmd)}
 	}
-	for _, name := range []string{"from", "to", "bucket", "repair", "json", "older-than", "apply"} {
+	for _, name := range []string{"from", "to", "bucket", "repair", "json", "older-than", "apply", "batch"} {
 		if f.fs.Changed(name) && !contains(own, name) {
 			return &app.UsageError{Msg: fmt.Sprintf("--%s does not apply to %s", name, cmd)}
 		}
@@ -92,6 +97,10 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 		return backfill(ctx, cfg, logger, from, to)
 	case "retention":
 		return f.retention(ctx, cfg, logger)
+	case "prune":
+		return f.prune(ctx, cfg, logger)
+	case "migrate":
+		return f.migrate(ctx, cfg, logger)
 	}
 	return serve(ctx, cfg, logger)
 }
@@ -110,7 +119,8 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	reg := httpx.NewRegistry()
 	// retention_after was validated with the configuration (config.RetentionAllowed).
 	a := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger.With("component", "archiver"),
-		Metrics: archive.NewMetrics(reg, pg), Indices: es, Boundary: pg, RetentionGrace: cfg.RetentionGrace()})
+		Metrics: archive.NewMetrics(reg, pg), Indices: es, Boundary: pg, RetentionGrace: cfg.RetentionGrace(),
+		PartitionsAhead: cfg.Ingest.MaxFutureSkew})
 	health := httpx.NewHealth(2 * time.Second)
 	health.AddCheck("elasticsearch", es.Ping)
 	health.AddCheck("postgres", pg.Ping)
@@ -119,9 +129,19 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// The archiver outlives the signal: on shutdown, Drain asks it to finish its batch.
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Run returns early only on an error retrying cannot fix (another prefix owns the schema):
+	// then the service stops too, and the process exits with that error.
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
 	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	err = app.Serve(ctx, app.Service{
+	go func() {
+		err := a.Run(runCtx)
+		if err != nil {
+			stopServing()
+		}
+		done <- err
+	}()
+	err = app.Serve(serveCtx, app.Service{
 		Name: "archiver", Logger: logger, HTTP: cfg.HTTP, Router: httpx.NewRouter(),
 		Registry: reg, Health: health, Drain: a.Stop,
 	})
@@ -146,6 +166,9 @@ func verify(ctx context.Context, cfg *config.Config, logger *slog.Logger, req ar
 			b.Format(time.RFC3339))
 	}
 	a := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger})
+	if err := a.Claim(ctx); err != nil {
+		return err
+	}
 	rep, err := a.VerifyAndRecord(ctx, req)
 	if err != nil {
 		return err
@@ -168,7 +191,11 @@ func status(ctx context.Context, cfg *config.Config, logger *slog.Logger, asJSON
 	if err := pg.CheckSchema(ctx); err != nil {
 		return err
 	}
-	rep, err := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger}).Status(ctx)
+	a := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger})
+	if err := a.Claim(ctx); err != nil {
+		return err
+	}
+	rep, err := a.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -190,18 +217,23 @@ func backfill(ctx context.Context, cfg *config.Config, logger *slog.Logger, from
 	}
 	a := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger,
 		Writers: int(min(cfg.Postgres.MaxConns, 4))})
-	var p archive.Progress
-	if term.IsTerminal(int(os.Stderr.Fd())) {
-		p = archive.NewBar(os.Stderr, "backfill")
-	} else {
-		p = archive.NewLogProgress(logger, "backfill", 10*time.Second)
+	if err := a.Claim(ctx); err != nil {
+		return err
 	}
-	rep, err := a.Backfill(ctx, from, to, p)
+	rep, err := a.Backfill(ctx, from, to, progress(logger, "backfill"))
 	if rep != nil {
 		logger.Info("backfill done", "from", rep.From, "to", rep.To, "read", rep.Read, "inserted", rep.Inserted,
 			"already_archived", rep.Read-rep.Inserted, "took", rep.Duration.Round(time.Millisecond).String())
 	}
 	return err
+}
+
+// progress is a bar on a terminal, periodic log lines otherwise.
+func progress(logger *slog.Logger, what string) archive.Progress {
+	if term.IsTerminal(int(os.Stderr.Fd())) {
+		return archive.NewBar(os.Stderr, what)
+	}
+	return archive.NewLogProgress(logger, what, 10*time.Second)
 }
 
 func open(ctx context.Context, cfg *config.Config, logger *slog.Logger, appName string) (*esstore.Store, *pgstore.Store, error) {

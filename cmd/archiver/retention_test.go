@@ -126,7 +126,7 @@ func TestRetentionCommand(t *testing.T) {
 		t.Fatalf("boundary %s %v %v, want %s", b, ok, err, dayAgo(8))
 	}
 	for _, e := range evs[:10] {
-		if _, err := pg.GetEvent(ctx, e.ID); err != nil {
+		if _, err := pg.GetEvent(ctx, e.ID, time.Time{}); err != nil {
 			t.Fatalf("dropped event %s not in PostgreSQL: %v", e.ID, err)
 		}
 	}

@@ -42,7 +42,8 @@ type Feed interface {
 type Sampler interface {
 	CountShard(ctx context.Context, index string, shard int, upTo int64, ranges []esstore.Range) ([]esstore.RangeCount, error)
 	ShardIDs(ctx context.Context, index string, shard int, upTo int64, r esstore.Range, limit int) ([]string, error)
-	DocsByID(ctx context.Context, ids []string) ([]esstore.Doc, error)
+	// DocsByID returns the documents with the ids whose @timestamp is in r.
+	DocsByID(ctx context.Context, ids []string, r esstore.Range) ([]esstore.Doc, error)
 }
 
 // Scanner reads a time range for backfill (esstore.Store).
@@ -76,6 +77,17 @@ type Lease interface {
 // All methods are safe for concurrent use and take connections from one capped pool.
 type Sink interface {
 	Migrate(ctx context.Context) error
+	// ClaimPrefix records the index prefix the schema archives, or fails with an error matching
+	// pgstore.ErrOtherPrefix when it archives another one.
+	ClaimPrefix(ctx context.Context, prefix string) error
+	// EnsurePartitions creates the day partitions of the instants' UTC days that are missing.
+	EnsurePartitions(ctx context.Context, times ...time.Time) error
+	// Partitions lists the day partitions, oldest first.
+	Partitions(ctx context.Context) ([]pgstore.Partition, error)
+	// DropPartition drops one day partition with its rows.
+	DropPartition(ctx context.Context, day time.Time) error
+	// V1 reports the move of a version-1 archive; ok is false when there is none.
+	V1(ctx context.Context) (pgstore.V1State, bool, error)
 	// Lead takes the lease called name without waiting, or fails with pgstore.ErrNotLeader.
 	Lead(ctx context.Context, name string) (Lease, error)
 	Leader(ctx context.Context, name string) (pgstore.LeaderInfo, bool, error)
@@ -119,6 +131,9 @@ type Options struct {
 	// RetentionGrace is Retention's wait between moving the cold boundary and deleting, when
 	// Run applies Config.RetentionAfter.
 	RetentionGrace time.Duration
+	// PartitionsAhead is how far past now Run keeps day partitions created (ingest.max_future_skew:
+	// the newest timestamp ingest accepts). Days the feed brings are created on demand anyway.
+	PartitionsAhead time.Duration
 }
 
 // Archiver runs the archive's operations against one Elasticsearch prefix and one PostgreSQL
@@ -134,9 +149,10 @@ type Archiver struct {
 	now     func() time.Time
 	lease   string
 
-	indices        Indices
-	boundary       Boundary
-	retentionGrace time.Duration
+	indices         Indices
+	boundary        Boundary
+	retentionGrace  time.Duration
+	partitionsAhead time.Duration
 
 	stopOnce sync.Once
 	stop     chan struct{} // closed by Stop: finish the current batch and return
@@ -153,7 +169,7 @@ func New(es Source, pg Sink, opts Options) *Archiver {
 	a := &Archiver{
 		es: es, pg: pg, cfg: opts.Config, writers: opts.Writers,
 		logger: opts.Logger, metrics: opts.Metrics, now: opts.Now,
-		indices: opts.Indices, boundary: opts.Boundary, retentionGrace: opts.RetentionGrace,
+		indices: opts.Indices, boundary: opts.Boundary, retentionGrace: opts.RetentionGrace, partitionsAhead: opts.PartitionsAhead,
 		lease: "archiver:" + es.Prefix(),
 		stop:  make(chan struct{}), done: make(chan struct{}),
 	}
@@ -183,4 +199,11 @@ func New(es Source, pg Sink, opts Options) *Archiver {
 	}
 	a.metrics.setLag(&a.lag, a.now)
 	return a
+}
+
+// Claim records that the PostgreSQL schema archives this archiver's index prefix, or fails
+// (matching pgstore.ErrOtherPrefix, naming postgres.schema) when it archives another one. Every
+// command that reads or writes the archive calls it first.
+func (a *Archiver) Claim(ctx context.Context) error {
+	return a.pg.ClaimPrefix(ctx, a.es.Prefix())
 }

@@ -182,7 +182,7 @@ func (f *fakeES) ShardIDs(_ context.Context, index string, shard int, upTo int64
 	return ids, nil
 }
 
-func (f *fakeES) DocsByID(_ context.Context, ids []string) ([]esstore.Doc, error) {
+func (f *fakeES) DocsByID(_ context.Context, ids []string, r esstore.Range) ([]esstore.Doc, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	want := map[string]bool{}
@@ -192,7 +192,7 @@ func (f *fakeES) DocsByID(_ context.Context, ids []string) ([]esstore.Doc, error
 	var out []esstore.Doc
 	for _, s := range f.shards {
 		for _, d := range s.docs {
-			if d.SeqNo <= s.visible && want[d.Doc.ID] {
+			if d.SeqNo <= s.visible && want[d.Doc.ID] && inRange(d.Doc, r) {
 				out = append(out, d.Doc)
 			}
 		}
@@ -236,10 +236,10 @@ func (f *fakeES) ScanRange(ctx context.Context, r esstore.Range, size int, fn fu
 }
 
 // fakePG models the transaction contract: a batch and its checkpoint commit together or not
-// at all, ids are unique, and one lease at a time.
+// at all, (id, UTC day) is unique, and one lease at a time.
 type fakePG struct {
 	mu                   sync.Mutex
-	events               map[string]pgstore.Row
+	events               map[eventKey]pgstore.Row
 	cps                  map[shardKey]*pgstore.Checkpoint
 	holder               *fakeLease
 	commits              int
@@ -251,8 +251,34 @@ type fakePG struct {
 	leads                int
 }
 
+// eventKey is the archive's identity: an id and the UTC day of its timestamp.
+type eventKey struct {
+	id  string
+	day time.Time
+}
+
+func keyOf(r pgstore.Row) eventKey { return eventKey{r.ID, pgstore.Day(r.Timestamp)} }
+
 func newFakePG() *fakePG {
-	return &fakePG{events: map[string]pgstore.Row{}, cps: map[shardKey]*pgstore.Checkpoint{}}
+	return &fakePG{events: map[eventKey]pgstore.Row{}, cps: map[shardKey]*pgstore.Checkpoint{}}
+}
+
+// docKey is the identity of a document.
+func docKey(d esstore.Doc) eventKey {
+	ts, err := time.Parse(time.RFC3339Nano, d.Timestamp)
+	if err != nil {
+		panic(err)
+	}
+	return eventKey{d.ID, pgstore.Day(ts)}
+}
+
+// dropID removes every row with the id, on any day (p.mu held).
+func (p *fakePG) dropID(id string) {
+	for k := range p.events {
+		if k.id == id {
+			delete(p.events, k)
+		}
+	}
 }
 
 type fakeLease struct {
@@ -261,6 +287,16 @@ type fakeLease struct {
 }
 
 func (p *fakePG) Migrate(context.Context) error { return nil }
+
+func (p *fakePG) ClaimPrefix(context.Context, string) error { return nil }
+
+func (p *fakePG) EnsurePartitions(context.Context, ...time.Time) error { return nil }
+
+func (p *fakePG) Partitions(context.Context) ([]pgstore.Partition, error) { return nil, nil }
+
+func (p *fakePG) DropPartition(context.Context, time.Time) error { return nil }
+
+func (p *fakePG) V1(context.Context) (pgstore.V1State, bool, error) { return pgstore.V1State{}, false, nil }
 
 func (p *fakePG) Lead(_ context.Context, name string) (Lease, error) {
 	p.mu.Lock()
@@ -333,8 +369,8 @@ func (p *fakePG) IDsInRange(_ context.Context, r pgstore.Range, limit int) ([]st
 func (p *fakePG) insert(rows []pgstore.Row) int64 {
 	var n int64
 	for _, r := range rows {
-		if _, ok := p.events[r.ID]; !ok {
-			p.events[r.ID] = r
+		if _, ok := p.events[keyOf(r)]; !ok {
+			p.events[keyOf(r)] = r
 			n++
 		}
 	}

@@ -89,7 +89,7 @@ func TestIntegrationArchivesEventsValueForValue(t *testing.T) {
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
 	archivetest.CheckExactlyOnce(t, es, pg)
 	for _, e := range evs {
-		got, err := pg.GetEvent(ctx, e.ID)
+		got, err := pg.GetEvent(ctx, e.ID, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func TestIntegrationLateEventArrives(t *testing.T) {
 		t.Fatalf("%d events", n)
 	}
 	for _, e := range late {
-		if _, err := pg.GetEvent(ctx, e.ID); err != nil {
+		if _, err := pg.GetEvent(ctx, e.ID, time.Time{}); err != nil {
 			t.Fatalf("%s: %v", e.ID, err)
 		}
 	}
@@ -348,7 +348,7 @@ func TestIntegrationVerifyFindsAndRepairs(t *testing.T) {
 		t.Fatalf("after repair: %+v %v", rep, err)
 	}
 	for _, id := range gone {
-		got, err := pg.GetEvent(ctx, id)
+		got, err := pg.GetEvent(ctx, id, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway/spillway/pkg/pgstore"
 )
 
 // PoolStats reports a connection pool's use (*pgstore.Store).
@@ -28,7 +30,11 @@ type Metrics struct {
 	retentionRuns  *prometheus.CounterVec
 	indicesDropped prometheus.Counter
 	boundary       prometheus.Gauge
-	lagMu          sync.Mutex
+	// the archive's day partitions
+	partitions        prometheus.Gauge
+	earliestDay       prometheus.Gauge
+	partitionsDropped prometheus.Counter
+	lagMu             sync.Mutex
 	lagSrc         *lagState
 	lagNow         func() time.Time
 	collectors     []prometheus.Collector
@@ -88,13 +94,25 @@ func NewMetrics(reg prometheus.Registerer, pool PoolStats) *Metrics {
 			Name: "spillway_archiver_cold_boundary_timestamp_seconds",
 			Help: "The cold boundary as last set by retention in this process (Unix time; 0: not set here).",
 		}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_archiver_partitions",
+			Help: "Day partitions of the archive's events table, as last listed by this process (hourly while leading).",
+		}),
+		earliestDay: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_archiver_earliest_day_timestamp_seconds",
+			Help: "Start (Unix time) of the oldest UTC day the archive holds a partition for; 0: none.",
+		}),
+		partitionsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_archiver_partitions_dropped_total",
+			Help: "Day partitions dropped by archive retention (archiver prune --apply).",
+		}),
 		poolSampler: pool,
 	}
 	for _, k := range []string{"missing", "extra"} {
 		m.mismatches.WithLabelValues(k)
 	}
 	m.collectors = []prometheus.Collector{m.rows, m.docsRead, m.batches, m.batchTime, m.copyBytes, m.mismatches, m.verifyRuns, m.errors, m.leader,
-		m.retentionRuns, m.indicesDropped, m.boundary,
+		m.retentionRuns, m.indicesDropped, m.boundary, m.partitions, m.earliestDay, m.partitionsDropped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "spillway_archiver_lag_seconds",
 			Help: "Age (by ingestedAt) of the oldest indexed event not yet archived; 0 when caught up. Exported by the leader.",
@@ -124,6 +142,18 @@ func NewMetrics(reg prometheus.Registerer, pool PoolStats) *Metrics {
 		}
 	}
 	return m
+}
+
+// setPartitions sets the partition gauges from a listing (oldest first).
+func (m *Metrics) setPartitions(parts []pgstore.Partition) {
+	m.partitions.Set(float64(len(parts)))
+	m.earliestDay.Set(0)
+	for _, p := range parts {
+		if !p.Day.IsZero() {
+			m.earliestDay.Set(float64(p.Day.Unix()))
+			break
+		}
+	}
 }
 
 func (m *Metrics) setLag(l *lagState, now func() time.Time) {

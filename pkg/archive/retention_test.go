@@ -138,7 +138,7 @@ func TestIntegrationRetentionKeepsUnarchivedIndexAndEverythingAfter(t *testing.T
 	}
 	// Every dropped event is still in PostgreSQL.
 	for _, e := range dailyEvents("r", 10, 7, 4) {
-		if _, err := pg.GetEvent(ctx, e.ID); err != nil {
+		if _, err := pg.GetEvent(ctx, e.ID, time.Time{}); err != nil {
 			t.Fatalf("%s: %v", e.ID, err)
 		}
 	}
@@ -152,7 +152,7 @@ func TestIntegrationRetentionKeepsUnarchivedIndexAndEverythingAfter(t *testing.T
 	r2 := startArchiver(t, es, pg, archiverConfig())
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
 	r2.stop(t)
-	if _, err := pg.GetEvent(ctx, "late"); err != nil {
+	if _, err := pg.GetEvent(ctx, "late", time.Time{}); err != nil {
 		t.Fatalf("the late event was not archived: %v", err)
 	}
 	rep, err = a.Retention(ctx, archive.RetentionRequest{OlderThan: 8 * 24 * time.Hour, Apply: true}, 0)

@@ -28,6 +28,13 @@ func (a *Archiver) Run(ctx context.Context) error {
 	for !a.stopping() {
 		err := a.pg.Migrate(ctx)
 		if err == nil {
+			err = a.Claim(ctx)
+		}
+		if errors.Is(err, pgstore.ErrOtherPrefix) {
+			a.logger.Error("refusing to archive", "err", err)
+			return err // a configuration error: retrying cannot fix it
+		}
+		if err == nil {
 			break
 		}
 		a.fail(ctx, "migrate", err)
@@ -113,9 +120,16 @@ func (a *Archiver) sleep(ctx context.Context, d time.Duration) bool {
 func (a *Archiver) lead(ctx context.Context, lease Lease) error {
 	defer a.startRetention(ctx)()
 	bo := a.newBackoff()
-	var lastVerify time.Time
+	var lastVerify, lastPartitions time.Time
 	for !a.stopping() && ctx.Err() == nil {
 		start := time.Now()
+		if time.Since(lastPartitions) >= partitionsEvery {
+			if err := a.maintainPartitions(ctx); err != nil {
+				a.fail(ctx, "partitions", err)
+			} else {
+				lastPartitions = time.Now()
+			}
+		}
 		err := a.round(ctx, lease)
 		switch {
 		case errors.Is(err, pgstore.ErrCheckpointMoved):
@@ -143,6 +157,30 @@ func (a *Archiver) lead(ctx context.Context, lease Lease) error {
 		}
 		a.sleep(ctx, a.cfg.PollInterval-time.Since(start))
 	}
+	return nil
+}
+
+// partitionsEvery spaces the creation of partitions ahead of time: days come by the day.
+const partitionsEvery = time.Hour
+
+// maintainPartitions creates the day partitions from yesterday to PartitionsAhead past tomorrow,
+// so that the feed's batches normally find their day's partition in place (older or newer days
+// are still created on demand, before the batch that needs them), and updates the partition
+// metrics.
+func (a *Archiver) maintainPartitions(ctx context.Context) error {
+	now := a.now().UTC()
+	var days []time.Time
+	for t := now.Add(-24 * time.Hour); !t.After(now.Add(a.partitionsAhead + 24*time.Hour)); t = t.Add(24 * time.Hour) {
+		days = append(days, t)
+	}
+	if err := a.pg.EnsurePartitions(ctx, days...); err != nil {
+		return err
+	}
+	parts, err := a.pg.Partitions(ctx)
+	if err != nil {
+		return err
+	}
+	a.metrics.setPartitions(parts)
 	return nil
 }
 

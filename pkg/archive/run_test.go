@@ -57,7 +57,7 @@ func allArchived(es *fakeES, pg *fakePG) error {
 	for _, s := range es.shards {
 		total += len(s.docs)
 		for _, d := range s.docs {
-			if _, ok := pg.events[d.Doc.ID]; !ok {
+			if _, ok := pg.events[docKey(d.Doc)]; !ok {
 				return fmt.Errorf("%s missing", d.Doc.ID)
 			}
 		}

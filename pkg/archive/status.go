@@ -29,6 +29,29 @@ type StatusReport struct {
 	LastVerify     *VerifyStatus `json:"last_verify,omitempty"`
 	// ElasticsearchError is set when Elasticsearch could not be read (positions only).
 	ElasticsearchError string `json:"elasticsearch_error,omitempty"`
+	// Archive describes the PostgreSQL archive's day partitions.
+	Archive ArchiveStatus `json:"archive"`
+}
+
+// ArchiveStatus describes the archive's day partitions.
+type ArchiveStatus struct {
+	Partitions int `json:"partitions"`
+	// EarliestDay and LatestDay are the oldest and newest UTC days with a partition: the archive
+	// holds nothing older than EarliestDay (archive retention, archiver prune, dropped the rest).
+	EarliestDay *time.Time `json:"earliest_day,omitempty"`
+	LatestDay   *time.Time `json:"latest_day,omitempty"`
+	// Bytes is the partitions' size on disk (heap, TOAST, indexes).
+	Bytes int64 `json:"bytes"`
+	// V1 is the move of a version-1 archive, while one is pending (archiver migrate).
+	V1 *V1Status `json:"v1_migration,omitempty"`
+}
+
+// V1Status is the progress of a version-1 archive's move.
+type V1Status struct {
+	RowsMoved int64     `json:"rows_moved"`
+	RowsLeft  int64     `json:"rows_left"`
+	MovedTo   time.Time `json:"moved_to,omitzero"`
+	StartedAt time.Time `json:"started_at"`
 }
 
 // LeaderStatus describes the session holding the lease.
@@ -90,6 +113,9 @@ func (a *Archiver) Status(ctx context.Context) (*StatusReport, error) {
 	if v := st.LastVerify; v != nil {
 		rep.LastVerify = &VerifyStatus{At: v.At, From: v.From, To: v.To, Missing: v.Missing, Extra: v.Extra, Pending: v.Pending, Repaired: v.Repaired}
 	}
+	if rep.Archive, err = a.archiveStatus(ctx); err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
 	pos := map[shardKey]int{}
 	for _, c := range cps {
 		rep.RowsArchived += c.Rows
@@ -135,6 +161,37 @@ func (a *Archiver) Status(ctx context.Context) (*StatusReport, error) {
 	return rep, nil
 }
 
+func (a *Archiver) archiveStatus(ctx context.Context) (ArchiveStatus, error) {
+	var st ArchiveStatus
+	parts, err := a.pg.Partitions(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Partitions = len(parts)
+	for _, p := range parts {
+		st.Bytes += p.Bytes
+		if p.Day.IsZero() {
+			continue
+		}
+		day := p.Day
+		if st.EarliestDay == nil {
+			st.EarliestDay = &day
+		}
+		st.LatestDay = &day
+	}
+	v1, ok, err := a.pg.V1(ctx)
+	if err != nil {
+		return st, err
+	}
+	if ok {
+		st.V1 = &V1Status{RowsMoved: v1.RowsMoved, RowsLeft: v1.RowsLeft, StartedAt: v1.StartedAt}
+		if !v1.MovedTS.IsZero() {
+			st.V1.MovedTo = v1.MovedTS
+		}
+	}
+	return st, nil
+}
+
 // WriteJSON writes the report as one JSON document.
 func (r *StatusReport) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -173,6 +230,14 @@ func (r *StatusReport) WriteTable(w io.Writer) error {
 	} else {
 		fmt.Fprintf(tw, "last verify\tnever\n")
 	}
+	archive := fmt.Sprintf("%d day partitions, %s on disk", r.Archive.Partitions, bytesString(r.Archive.Bytes))
+	if r.Archive.EarliestDay != nil {
+		archive += fmt.Sprintf("; earliest day held %s, latest %s", r.Archive.EarliestDay.Format(time.DateOnly), r.Archive.LatestDay.Format(time.DateOnly))
+	}
+	fmt.Fprintf(tw, "archive\t%s\n", archive)
+	if v := r.Archive.V1; v != nil {
+		fmt.Fprintf(tw, "v1 migration\tpending: %d rows moved, about %d left (run archiver migrate)\n", v.RowsMoved, v.RowsLeft)
+	}
 	if r.ElasticsearchError != "" {
 		fmt.Fprintf(tw, "elasticsearch\t%s\n", r.ElasticsearchError)
 	}
@@ -196,6 +261,20 @@ func (r *StatusReport) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%s\t%s\n", s.Index, s.Shard, s.Checkpoint, gcp, maxSeq, s.Rows, updated, s.IndexUUID)
 	}
 	return tw.Flush()
+}
+
+// bytesString formats a size in binary units.
+func bytesString(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // WriteTable writes the verification for people: every bucket that is not clean, then totals.

@@ -137,10 +137,7 @@ func (a *Archiver) Verify(ctx context.Context, req VerifyRequest) (*Report, erro
 		}
 	}
 
-	var buckets []esstore.Range
-	for t := req.From; t.Before(req.To); t = t.Add(req.Bucket) {
-		buckets = append(buckets, esstore.Range{From: t, To: minTime(t.Add(req.Bucket), req.To)})
-	}
+	buckets := dayBuckets(req.From, req.To, req.Bucket)
 	for len(buckets) > 0 {
 		n := min(len(buckets), maxBucketsPerQuery)
 		chunk := buckets[:n]
@@ -165,6 +162,19 @@ func (a *Archiver) Verify(ctx context.Context, req VerifyRequest) (*Report, erro
 		}
 	}
 	return v.rep, nil
+}
+
+// dayBuckets cuts [from, to) into buckets of width bucket that never straddle a UTC midnight: an
+// event's identity is (id, UTC day), so inside one bucket an id names one event in either store
+// and comparing ids is exact.
+func dayBuckets(from, to time.Time, bucket time.Duration) []esstore.Range {
+	var out []esstore.Range
+	for t := from; t.Before(to); {
+		end := minTime(minTime(t.Add(bucket), to), t.Truncate(24*time.Hour).Add(24*time.Hour))
+		out = append(out, esstore.Range{From: t, To: end})
+		t = end
+	}
+	return out
 }
 
 // bucketCount compares one range: the archived-by-checkpoint documents in Elasticsearch and the
@@ -293,7 +303,7 @@ func (v *verifier) compareIDs(ctx context.Context, r esstore.Range, b *BucketRep
 	// Extra candidates that Elasticsearch has after all were archived ahead of the checkpoint.
 	for len(extra) > 0 {
 		n := min(len(extra), 1000)
-		docs, err := v.a.es.DocsByID(ctx, extra[:n])
+		docs, err := v.a.es.DocsByID(ctx, extra[:n], r)
 		if err != nil {
 			return err
 		}
@@ -321,7 +331,7 @@ func (v *verifier) compareIDs(ctx context.Context, r esstore.Range, b *BucketRep
 		v.rep.MissingIDs = append(v.rep.MissingIDs, id)
 	}
 	if v.req.Repair && len(missing) > 0 {
-		n, err := v.a.repair(ctx, missing)
+		n, err := v.a.repair(ctx, missing, r)
 		b.Repaired += n
 		if err != nil {
 			return err
@@ -330,12 +340,13 @@ func (v *verifier) compareIDs(ctx context.Context, r esstore.Range, b *BucketRep
 	return nil
 }
 
-// repair copies the documents with the ids from Elasticsearch into PostgreSQL.
-func (a *Archiver) repair(ctx context.Context, ids []string) (int64, error) {
+// repair copies the documents with the ids and an @timestamp in r from Elasticsearch into
+// PostgreSQL.
+func (a *Archiver) repair(ctx context.Context, ids []string, r esstore.Range) (int64, error) {
 	var inserted int64
 	for len(ids) > 0 {
 		n := min(len(ids), 1000)
-		docs, err := a.es.DocsByID(ctx, ids[:n])
+		docs, err := a.es.DocsByID(ctx, ids[:n], r)
 		if err != nil {
 			return inserted, fmt.Errorf("repair: %w", err)
 		}

@@ -51,9 +51,10 @@ func TestVerifyFindsGapsExtrasAndPending(t *testing.T) {
 	// A gap in PostgreSQL, an extra row, documents not archived yet, a row archived ahead of
 	// its checkpoint.
 	pg.mu.Lock()
-	delete(pg.events, "e00100")
-	delete(pg.events, "e00101")
-	pg.events["zz-extra"] = pgstore.Row{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(2*time.Hour + time.Minute)}
+	pg.dropID("e00100")
+	pg.dropID("e00101")
+	extra := pgstore.Row{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(2*time.Hour + time.Minute)}
+	pg.events[keyOf(extra)] = extra
 	pg.mu.Unlock()
 	es.add("ev-2026.04.01", 0, doc("pending", day.Add(30*time.Minute)), true)
 	es.add("ev-2026.04.01", 1, doc("ahead", day.Add(90*time.Minute)), true)
@@ -108,8 +109,9 @@ func TestVerifyMissingAndExtraInOneBucketDoNotCancelOut(t *testing.T) {
 	}
 	archiveAll(es, pg)
 	pg.mu.Lock()
-	delete(pg.events, "e00100")
-	pg.events["zz-extra"] = pgstore.Row{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(30 * time.Minute)}
+	pg.dropID("e00100")
+	extra := pgstore.Row{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(30 * time.Minute)}
+	pg.events[keyOf(extra)] = extra
 	pg.mu.Unlock()
 	a := New(es, pg, Options{Config: testConfig()})
 	rep, err := a.Verify(context.Background(), VerifyRequest{From: day, To: day.Add(time.Hour), Bucket: time.Hour})
@@ -144,7 +146,7 @@ func TestVerifySplitsLargeBuckets(t *testing.T) {
 	}
 	archiveAll(es, pg)
 	pg.mu.Lock()
-	delete(pg.events, "e012345")
+	pg.dropID("e012345")
 	pg.mu.Unlock()
 	a := New(es, pg, Options{Config: testConfig()})
 	rep, err := a.Verify(context.Background(), VerifyRequest{From: day, To: day.Add(24 * time.Hour), Bucket: 24 * time.Hour, Repair: true})
@@ -171,7 +173,7 @@ func TestVerifyAndRecordSetsMetricAndState(t *testing.T) {
 	es.add("ev-2026.04.01", 0, doc("a", day), true)
 	archiveAll(es, pg)
 	pg.mu.Lock()
-	delete(pg.events, "a")
+	pg.dropID("a")
 	pg.mu.Unlock()
 	m := NewMetrics(nil, nil)
 	a := New(es, pg, Options{Config: testConfig(), Metrics: m})

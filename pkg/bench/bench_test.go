@@ -46,7 +46,7 @@ func TestNaiveHandlerInsertsEachEvent(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.body, res.StatusCode, tc.status)
 		}
 	}
-	e, err := db.GetEvent(ctx, "n1")
+	e, err := db.GetEvent(ctx, "n1", time.Time{})
 	if err != nil || e.ClientID != "c1" {
 		t.Fatalf("n1: %+v %v", e, err)
 	}

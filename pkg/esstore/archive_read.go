@@ -160,8 +160,10 @@ func (s *Store) ShardIDs(ctx context.Context, index string, shard int, upTo int6
 	}
 }
 
-// DocsByID returns the documents with the ids from every event index (at most 10,000 ids).
-func (s *Store) DocsByID(ctx context.Context, ids []string) ([]Doc, error) {
+// DocsByID returns the documents with the ids and an @timestamp in r, from every event index
+// (at most 10,000 ids). Within one UTC day an id names one document; a range across midnight may
+// return one per day.
+func (s *Store) DocsByID(ctx context.Context, ids []string, r Range) ([]Doc, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -169,9 +171,12 @@ func (s *Store) DocsByID(ctx context.Context, ids []string) ([]Doc, error) {
 		return nil, fmt.Errorf("docs by id: %d ids, at most 10000", len(ids))
 	}
 	body := map[string]any{
-		"size":             len(ids),
+		"size":             2 * len(ids),
 		"track_total_hits": false,
-		"query":            map[string]any{"ids": map[string]any{"values": ids}},
+		"query": map[string]any{"bool": map[string]any{"filter": []any{
+			map[string]any{"ids": map[string]any{"values": ids}},
+			r.filter(),
+		}}},
 	}
 	var out searchResponse
 	if err := s.search(ctx, s.Pattern(), body, &out, s.es.Search.WithAllowPartialSearchResults(false)); err != nil {

@@ -126,7 +126,7 @@ func TestArchiveReads(t *testing.T) {
 		t.Fatalf("count range %d %v", n, err)
 	}
 
-	docs, err := s.DocsByID(ctx, []string{"d1-07", "d2-03", "nope"})
+	docs, err := s.DocsByID(ctx, []string{"d1-07", "d2-03", "nope"}, esstore.Range{From: day, To: day.Add(72 * time.Hour)})
 	if err != nil || len(docs) != 2 {
 		t.Fatalf("docs by id: %+v %v", docs, err)
 	}

@@ -80,12 +80,12 @@ func TestBulkWriteCreatesDuplicatesAndRejects(t *testing.T) {
 		t.Errorf("too deep event: %+v", out[1])
 	}
 
-	got, err := s.Get(ctx, good.ID)
+	got, err := s.Get(ctx, good.ID, time.Time{})
 	if errors.Is(err, event.ErrNotFound) {
 		if err := s.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
-		got, err = s.Get(ctx, good.ID)
+		got, err = s.Get(ctx, good.ID, time.Time{})
 	}
 	if err != nil {
 		t.Fatalf("Get: %v", err)
@@ -120,7 +120,7 @@ func TestBulkWriteSearchableIsVisibleAtOnce(t *testing.T) {
 	if err != nil || out[0].Result != esstore.Created {
 		t.Fatalf("Write: %+v %v", out, err)
 	}
-	if _, err := s.Get(ctx, e.ID); err != nil { // Get is a search: no realtime get
+	if _, err := s.Get(ctx, e.ID, time.Time{}); err != nil { // Get is a search: no realtime get
 		t.Fatalf("not searchable after wait_for: %v", err)
 	}
 }
@@ -183,7 +183,7 @@ func TestBulkCloseDrains(t *testing.T) {
 	if err := s.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, e.ID); err != nil {
+	if _, err := s.Get(ctx, e.ID, time.Time{}); err != nil {
 		t.Fatalf("drained event not stored: %v", err)
 	}
 	_, err := w.Write(ctx, []event.Event{newEvent("c", "")}, false)

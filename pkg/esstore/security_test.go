@@ -92,7 +92,7 @@ func TestCredentialsAgainstSecuredCluster(t *testing.T) {
 			if err := w.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if e, err := s.Get(ctx, "e1"); err != nil || e.ClientID != "c" {
+			if e, err := s.Get(ctx, "e1", time.Time{}); err != nil || e.ClientID != "c" {
 				t.Fatalf("get: %+v %v", e, err)
 			}
 			for _, sec := range secrets {

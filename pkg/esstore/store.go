@@ -240,11 +240,20 @@ func (s *Store) Put(ctx context.Context, e event.Event) (created bool, err error
 	return true, nil
 }
 
-// Get returns the event with the id from any event index, or event.ErrNotFound.
-func (s *Store) Get(ctx context.Context, id string) (event.Event, error) {
+// Get returns the event with the id, or event.ErrNotFound. An id may exist on several UTC days
+// (each daily index enforces its own ids: the identity is (id, day)): with a zero day Get returns
+// the newest (latest @timestamp); otherwise the one of day's UTC day.
+func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event, error) {
+	filter := []any{map[string]any{"ids": map[string]any{"values": []string{id}}}}
+	if !day.IsZero() {
+		d := day.UTC().Truncate(24 * time.Hour)
+		filter = append(filter, Range{From: d, To: d.Add(24 * time.Hour)}.filter())
+	}
 	q := map[string]any{
-		"size":  1,
-		"query": map[string]any{"ids": map[string]any{"values": []string{id}}},
+		"size":             1,
+		"track_total_hits": false,
+		"query":            map[string]any{"bool": map[string]any{"filter": filter}},
+		"sort":             []any{map[string]any{"@timestamp": "desc"}},
 	}
 	var out searchResponse
 	if err := s.search(ctx, s.Alias(), q, &out); err != nil {

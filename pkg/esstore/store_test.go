@@ -117,7 +117,7 @@ func TestLiveTemplateWriteRead(t *testing.T) {
 	if err != nil || created {
 		t.Fatalf("second put: created=%v err=%v, want a duplicate", created, err)
 	}
-	got, err := s.Get(ctx, "smoke-1")
+	got, err := s.Get(ctx, "smoke-1", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestLiveTemplateWriteRead(t *testing.T) {
 	if string(got.Payload) != string(e.Payload) {
 		t.Fatalf("payload %s, want %s", got.Payload, e.Payload)
 	}
-	if _, err := s.Get(ctx, "nope"); !errors.Is(err, event.ErrNotFound) {
+	if _, err := s.Get(ctx, "nope", time.Time{}); !errors.Is(err, event.ErrNotFound) {
 		t.Fatalf("get missing: %v", err)
 	}
 

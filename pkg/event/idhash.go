@@ -16,3 +16,6 @@ func IDHash(id string) int64 {
 
 // IDHashSQL is IDHash in PostgreSQL, over a text column named id.
 const IDHashSQL = `('x' || substr(md5(id), 1, 6))::bit(24)::int`
+
+// IDHashSQLOf is IDHashSQL over the text column col (e.g. "v.id").
+func IDHashSQLOf(col string) string { return `('x' || substr(md5(` + col + `), 1, 6))::bit(24)::int` }

@@ -118,7 +118,7 @@ func (s *stack) stored(t *testing.T, ids ...string) map[string]event.Event {
 	}
 	out := map[string]event.Event{}
 	for _, id := range ids {
-		e, err := s.store.Get(ctx, id)
+		e, err := s.store.Get(ctx, id, time.Time{})
 		if errors.Is(err, event.ErrNotFound) {
 			continue
 		}
@@ -262,7 +262,7 @@ func TestIngestWaitSearchable(t *testing.T) {
 	es.RefreshInterval = 3 * time.Second
 	s := newStack(t, es, nil)
 	r := s.post(t, "?wait=searchable", "application/json", []byte(`{"clientId":"visible"}`), false).created(t)
-	e, err := s.store.Get(testenv.Context(t, time.Minute), r.IDs[0]) // a search, not a realtime get
+	e, err := s.store.Get(testenv.Context(t, time.Minute), r.IDs[0], time.Time{}) // a search, not a realtime get
 	if err != nil || e.ClientID != "visible" {
 		t.Fatalf("not visible to search right after wait=searchable: %+v %v", e, err)
 	}

@@ -343,7 +343,7 @@ func TestPayloadRoundTripThroughCopy(t *testing.T) {
 		t.Fatalf("commit: %+v %v", res, err)
 	}
 	for i, p := range payloadCases {
-		got, err := s.GetEvent(ctx, fmt.Sprintf("p%02d", i))
+		got, err := s.GetEvent(ctx, fmt.Sprintf("p%02d", i), time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -355,7 +355,7 @@ func TestPayloadRoundTripThroughCopy(t *testing.T) {
 			t.Errorf("client id %q", got.ClientID)
 		}
 	}
-	if got, err := s.GetEvent(ctx, "nil"); err != nil || got.Payload != nil {
+	if got, err := s.GetEvent(ctx, "nil", time.Time{}); err != nil || got.Payload != nil {
 		t.Fatalf("nil payload came back as %q (%v)", got.Payload, err)
 	}
 }

@@ -2,11 +2,8 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // The cold boundary (mappings/postgres/003_cold_boundary.sql) splits the history of one index
@@ -16,15 +13,24 @@ import (
 // ColdBoundary returns the prefix's boundary; ok is false when none was ever recorded (nothing
 // has been dropped from Elasticsearch). A missing table is an error, not "no boundary": a search
 // pointed at the wrong schema must not conclude that Elasticsearch still holds everything.
+//
+// A schema that archives another prefix (ClaimPrefix) is an *OtherPrefixError: its boundary and
+// rows are not this prefix's.
 func (s *Store) ColdBoundary(ctx context.Context, prefix string) (boundary time.Time, ok bool, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT boundary FROM cold_boundary WHERE index_prefix = $1`, prefix).Scan(&boundary)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return time.Time{}, false, nil
-	}
+	var b *time.Time
+	var owner *string
+	err = s.pool.QueryRow(ctx, `SELECT (SELECT index_prefix FROM archive_owner),
+		(SELECT boundary FROM cold_boundary WHERE index_prefix = $1)`, prefix).Scan(&owner, &b)
 	if err != nil {
 		return time.Time{}, false, wrap("read cold boundary", err)
 	}
-	return boundary.UTC(), true, nil
+	if owner != nil && *owner != prefix {
+		return time.Time{}, false, &OtherPrefixError{Schema: s.cfg.Schema, Owner: *owner, Prefix: prefix}
+	}
+	if b == nil {
+		return time.Time{}, false, nil
+	}
+	return b.UTC(), true, nil
 }
 
 // AdvanceColdBoundary moves the prefix's boundary forward to `to` and returns the boundary now

@@ -101,7 +101,7 @@ func (s *Store) ColdPage(ctx context.Context, q ColdQuery) ([]event.Event, error
 	sql := `SELECT x.id, x.client_id, x.type, x.ts, x.ingested_at, x.payload::text
 		FROM unnest($1::text[]) AS c(client_id)
 		CROSS JOIN LATERAL (
-			SELECT e.id, e.client_id, e.type, e.ts, e.ingested_at, e.payload FROM events e
+			SELECT e.id, e.client_id, e.type, e.ts, e.ingested_at, e.payload FROM events_all e
 			WHERE ` + strings.Join(conds, " AND ") + `
 			ORDER BY e.ts ` + dir + `, e.id ` + dir + ` LIMIT ` + limit + `
 		) x
@@ -127,7 +127,7 @@ func (s *Store) ColdCount(ctx context.Context, f ColdFilter) (int64, error) {
 	}
 	conds, args := f.where(nil, "")
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM events e WHERE `+strings.Join(conds, " AND "), args...).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM events_all e WHERE `+strings.Join(conds, " AND "), args...).Scan(&n); err != nil {
 		return 0, wrap("cold count", err)
 	}
 	return n, nil

@@ -43,7 +43,7 @@ type Batch struct {
 
 // Result is what a COPY transaction wrote.
 type Result struct {
-	// Inserted counts rows new to the events table; rows whose id was already there are skipped.
+	// Inserted counts rows new to the archive; an (id, UTC day) already there is skipped.
 	Inserted int64
 	// Bytes is the row data sent with COPY.
 	Bytes int64
@@ -73,13 +73,26 @@ type beginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// rowTimes lists the rows' timestamps, for the partitions they need.
+func rowTimes(rows []Row) []time.Time {
+	ts := make([]time.Time, len(rows))
+	for i, r := range rows {
+		ts[i] = r.Timestamp
+	}
+	return ts
+}
+
 // commitBatch writes a batch and its checkpoint in one transaction: lock the checkpoint row
 // (creating it at -1 if absent), check it still equals b.From, COPY the rows into a staging
-// table, insert them into events skipping known ids, and move the checkpoint to b.To. Either
-// all of it commits or none of it does.
-func commitBatch(ctx context.Context, db beginner, b Batch) (Result, error) {
+// table, insert them into events skipping (id, day) pairs already archived, and move the
+// checkpoint to b.To. Either all of it commits or none of it does. The day partitions the rows
+// need are created first, in their own transactions on the same connection.
+func (s *Store) commitBatch(ctx context.Context, db beginner, b Batch) (Result, error) {
 	if b.To < b.From {
 		return Result{}, fmt.Errorf("commit batch: checkpoint would go back from %d to %d", b.From, b.To)
+	}
+	if err := s.ensurePartitions(ctx, db, rowTimes(b.Rows)); err != nil {
+		return Result{}, fmt.Errorf("commit batch: %w", err)
 	}
 	var res Result
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
@@ -109,19 +122,21 @@ func commitBatch(ctx context.Context, db beginner, b Batch) (Result, error) {
 		if errors.Is(err, ErrCheckpointMoved) {
 			return Result{}, err
 		}
+		s.forgetOnMissing(err)
 		return Result{}, wrap("commit batch", err)
 	}
 	return res, nil
 }
 
 // copyRows COPYs rows into a staging table that lives until the transaction ends, then inserts
-// them into events; ids already present are skipped, which makes every write idempotent.
+// them into events; an (id, UTC day) already archived is skipped (each day partition's UNIQUE
+// (id) is the arbiter), which makes every write idempotent. The partitions must exist.
 func copyRows(ctx context.Context, tx pgx.Tx, rows []Row) (Result, error) {
 	if len(rows) == 0 {
 		return Result{}, nil
 	}
 	// A staging table instead of COPY straight into events: COPY has no ON CONFLICT, and one
-	// duplicate id would fail the whole batch.
+	// duplicate would fail the whole batch.
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE archive_staging (LIKE events INCLUDING DEFAULTS) ON COMMIT DROP`); err != nil {
 		return Result{}, fmt.Errorf("staging table: %w", err)
 	}
@@ -142,9 +157,21 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []Row) (Result, error) {
 		[]string{"id", "client_id", "type", "ts", "ingested_at", "payload"}, src); err != nil {
 		return Result{}, fmt.Errorf("copy: %w", err)
 	}
+	var migrating bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('events_v1') IS NOT NULL`).Scan(&migrating); err != nil {
+		return Result{}, fmt.Errorf("staging: %w", err)
+	}
+	skipV1 := ""
+	if migrating {
+		// While a version-1 archive is migrated, an (id, day) whose row still waits in events_v1
+		// is archived already: readers see it there (events_all), and the move brings it over.
+		skipV1 = ` WHERE NOT EXISTS (SELECT 1 FROM events_v1 v, archive_v1_migration m
+			WHERE v.id = s.id AND (v.ts, v.id) > (m.moved_ts, m.moved_id)
+			  AND v.ts >= date_trunc('day', s.ts, 'UTC') AND v.ts < date_trunc('day', s.ts, 'UTC') + interval '1 day')`
+	}
 	tag, err := tx.Exec(ctx, `INSERT INTO events (id, client_id, type, ts, ingested_at, payload)
-		SELECT id, client_id, type, ts, ingested_at, payload FROM archive_staging
-		ON CONFLICT (id) DO NOTHING`)
+		SELECT s.id, s.client_id, s.type, s.ts, s.ingested_at, s.payload FROM archive_staging s`+skipV1+`
+		ON CONFLICT DO NOTHING`)
 	if err != nil {
 		return Result{}, fmt.Errorf("insert from staging: %w", err)
 	}
@@ -162,7 +189,8 @@ const (
 )
 
 // CopyEvents writes rows outside the sequence-number feed (verify --repair, backfill), skipping
-// ids already present, and counts them by origin in the same transaction. No checkpoint moves.
+// (id, day) pairs already archived, and counts them by origin in the same transaction. No
+// checkpoint moves. The rows' day partitions are created first.
 func (s *Store) CopyEvents(ctx context.Context, origin Origin, rows []Row) (Result, error) {
 	var column string
 	switch origin {
@@ -172,6 +200,9 @@ func (s *Store) CopyEvents(ctx context.Context, origin Origin, rows []Row) (Resu
 		column = "rows_backfilled"
 	default:
 		return Result{}, fmt.Errorf("copy events: unknown origin %d", origin)
+	}
+	if err := s.EnsurePartitions(ctx, rowTimes(rows)...); err != nil {
+		return Result{}, fmt.Errorf("copy events: %w", err)
 	}
 	var res Result
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -186,6 +217,7 @@ func (s *Store) CopyEvents(ctx context.Context, origin Origin, rows []Row) (Resu
 		return err
 	})
 	if err != nil {
+		s.forgetOnMissing(err)
 		return Result{}, wrap("copy events", err)
 	}
 	return res, nil

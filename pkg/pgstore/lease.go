@@ -18,8 +18,9 @@ var ErrNotLeader = errors.New("another archiver holds the lease")
 // the leader run on the same connection: a batch can only commit while its writer still holds
 // the lease. A Lease is not safe for concurrent use.
 type Lease struct {
-	conn *pgxpool.Conn
-	key  int64
+	store *Store
+	conn  *pgxpool.Conn
+	key   int64
 }
 
 // Lead tries to take the lease called name (per schema) without waiting. It returns
@@ -39,7 +40,7 @@ func (s *Store) Lead(ctx context.Context, name string) (*Lease, error) {
 		conn.Release()
 		return nil, ErrNotLeader
 	}
-	return &Lease{conn: conn, key: key}, nil
+	return &Lease{store: s, conn: conn, key: key}, nil
 }
 
 // leaseKey scopes a lease to the schema: advisory locks are per database, and several
@@ -62,10 +63,10 @@ func (l *Lease) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
 }
 
 // Commit writes a batch and its checkpoint in one transaction on the lease's connection (see
-// Batch). It returns an error matching ErrCheckpointMoved, with nothing written, when the
+// Batch), after creating the day partitions its rows need. It returns an error matching ErrCheckpointMoved, with nothing written, when the
 // stored checkpoint is not b.From.
 func (l *Lease) Commit(ctx context.Context, b Batch) (Result, error) {
-	return commitBatch(ctx, l.conn, b)
+	return l.store.commitBatch(ctx, l.conn, b)
 }
 
 // Release gives the lease up and returns the connection to the pool. A connection whose unlock

@@ -26,6 +26,7 @@ type Store struct {
 	pool   *pgxpool.Pool
 	cfg    config.Postgres
 	logger *slog.Logger
+	parts  partitionCache
 }
 
 // Options adjust a pool for its role.
@@ -153,40 +154,48 @@ func (s *Store) CheckSchema(ctx context.Context) error {
 	return nil
 }
 
-// InsertEvent writes one event, ignoring an existing id; for tools and tests. The archiver
+// InsertEvent writes one event, ignoring one whose (id, UTC day) is already archived; for tools
+// and tests. The archiver
 // writes in COPY batches instead.
 func (s *Store) InsertEvent(ctx context.Context, e event.Event) (inserted bool, err error) {
 	var payload any
 	if len(e.Payload) > 0 {
 		payload = string(e.Payload)
 	}
+	if err := s.EnsurePartitions(ctx, e.Timestamp); err != nil {
+		return false, err
+	}
 	tag, err := s.pool.Exec(ctx, `INSERT INTO events (id, client_id, type, ts, ingested_at, payload)
-		VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6::jsonb) ON CONFLICT (id) DO NOTHING`,
+		VALUES ($1, $2, NULLIF($3, ''), $4, $5, $6::jsonb) ON CONFLICT DO NOTHING`,
 		e.ID, e.ClientID, e.Type, event.Truncate(e.Timestamp), event.Truncate(e.IngestedAt), payload)
 	if err != nil {
+		s.forgetOnMissing(err)
 		return false, wrap("insert event", err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
 
-// GetEvent reads one event by id, or event.ErrNotFound.
-func (s *Store) GetEvent(ctx context.Context, id string) (event.Event, error) {
-	var e event.Event
-	var typ *string
-	var payload []byte
-	err := s.pool.QueryRow(ctx, `SELECT id, client_id, type, ts, ingested_at, payload::text FROM events WHERE id = $1`, id).
-		Scan(&e.ID, &e.ClientID, &typ, &e.Timestamp, &e.IngestedAt, &payload)
+// GetEvent reads one event by id, or event.ErrNotFound. An id may exist on several UTC days
+// (the archive's identity is (id, day)): with a zero day it returns the newest (latest
+// timestamp); otherwise the one of day's UTC day.
+func (s *Store) GetEvent(ctx context.Context, id string, day time.Time) (event.Event, error) {
+	sql := `SELECT id, client_id, type, ts, ingested_at, payload::text FROM events_all WHERE id = $1`
+	args := []any{id}
+	if !day.IsZero() {
+		sql += ` AND ts >= $2 AND ts < $3`
+		args = append(args, Day(day), Day(day).Add(24*time.Hour))
+	}
+	rows, err := s.pool.Query(ctx, sql+` ORDER BY ts DESC LIMIT 1`, args...)
+	if err != nil {
+		return event.Event{}, wrap("get event", err)
+	}
+	e, err := pgx.CollectExactlyOneRow(rows, scanEvent)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return e, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
 	}
 	if err != nil {
 		return e, wrap("get event", err)
 	}
-	if typ != nil {
-		e.Type = *typ
-	}
-	e.Payload = payload
-	e.Timestamp, e.IngestedAt = e.Timestamp.UTC(), e.IngestedAt.UTC()
 	return e, nil
 }
 

@@ -21,19 +21,14 @@ type RangeCount struct {
 }
 
 // CountRanges counts the events whose ts falls in each range and sums their id digests (one
-// RangeCount per range, in order). Both come from an index-only scan of events_ts_id.
+// RangeCount per range, in order). Both come from index-only scans of the (ts, id) index of the
+// day partitions the ranges touch, and of no other partition (see countRangesQuery).
 func (s *Store) CountRanges(ctx context.Context, ranges []Range) ([]RangeCount, error) {
 	if len(ranges) == 0 {
 		return nil, nil
 	}
-	lo := make([]time.Time, len(ranges))
-	hi := make([]time.Time, len(ranges))
-	for i, r := range ranges {
-		lo[i], hi[i] = r.From, r.To
-	}
-	rows, err := s.pool.Query(ctx, `SELECT r.i, c.n, c.h FROM unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY AS r(lo, hi, i)
-		CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(`+event.IDHashSQL+`), 0)::bigint AS h
-			FROM events e WHERE e.ts >= r.lo AND e.ts < r.hi) c`, lo, hi)
+	sql, args := countRangesQuery(ranges)
+	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, wrap("count ranges", err)
 	}
@@ -53,13 +48,36 @@ func (s *Store) CountRanges(ctx context.Context, ranges []Range) ([]RangeCount, 
 	return out, nil
 }
 
+// countRangesQuery is CountRanges' statement. Besides each range's own bounds (parameters of the
+// lateral join, known only row by row) it bounds ts by the ranges' hull ($3, $4): top-level
+// parameters the planner prunes partitions with, so verifying one day reads one partition.
+func countRangesQuery(ranges []Range) (string, []any) {
+	lo := make([]time.Time, len(ranges))
+	hi := make([]time.Time, len(ranges))
+	hull := ranges[0]
+	for i, r := range ranges {
+		lo[i], hi[i] = r.From, r.To
+		if r.From.Before(hull.From) {
+			hull.From = r.From
+		}
+		if r.To.After(hull.To) {
+			hull.To = r.To
+		}
+	}
+	return `SELECT r.i, c.n, c.h FROM unnest($1::timestamptz[], $2::timestamptz[]) WITH ORDINALITY AS r(lo, hi, i)
+		CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(` + event.IDHashSQL + `), 0)::bigint AS h
+			FROM events_all e WHERE e.ts >= $3 AND e.ts < $4 AND e.ts >= r.lo AND e.ts < r.hi) c`,
+		[]any{lo, hi, hull.From, hull.To}
+}
+
 // ErrTooMany means a range holds more ids than the caller's limit.
 var ErrTooMany = errors.New("too many ids in range")
 
 // IDsInRange returns the ids of the events whose ts falls in r, in byte order, or ErrTooMany
-// when there are more than limit.
+// when there are more than limit. Within one UTC day ids are unique (the archive's identity is
+// (id, day)); a range across midnight may list an id once per day.
 func (s *Store) IDsInRange(ctx context.Context, r Range, limit int) ([]string, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id FROM events WHERE ts >= $1 AND ts < $2 ORDER BY id LIMIT $3`, r.From, r.To, limit+1)
+	rows, err := s.pool.Query(ctx, `SELECT id FROM events_all WHERE ts >= $1 AND ts < $2 ORDER BY id LIMIT $3`, r.From, r.To, limit+1)
 	if err != nil {
 		return nil, wrap("ids in range", err)
 	}

@@ -30,6 +30,7 @@ const (
 	pLimit    = "limit"
 	pOrder    = "order"
 	pCursor   = "cursor"
+	pDay      = "day"
 )
 
 // listQuery is a validated GET /api/v1/events request.
@@ -141,6 +142,20 @@ func parseTime(vals url.Values, name string, bad *problems) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
+}
+
+// parseDay reads a UTC date (YYYY-MM-DD): the day part of an event's identity.
+func parseDay(vals url.Values, name string, bad *problems) time.Time {
+	s, ok := single(vals, name, bad)
+	if !ok {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		bad.add(name, "must be a UTC date like 2026-01-02, got %q", truncate(s))
+		return time.Time{}
+	}
+	return t
 }
 
 func truncate(s string) string {

@@ -46,7 +46,7 @@ func (f *fakeStore) Count(ctx context.Context, q esstore.Filter) (int64, error) 
 	return f.count(q)
 }
 
-func (f *fakeStore) Get(ctx context.Context, id string) (event.Event, error) {
+func (f *fakeStore) Get(ctx context.Context, id string, _ time.Time) (event.Event, error) {
 	if f.getFn == nil {
 		f.t.Errorf("unexpected Get(%q)", id)
 		return event.Event{}, errors.New("unexpected")

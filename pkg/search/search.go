@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -28,8 +29,10 @@ type Store interface {
 	Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error)
 	// Count returns the exact number of events matching f.
 	Count(ctx context.Context, f esstore.Filter) (int64, error)
-	// Get returns one event or an error matching event.ErrNotFound.
-	Get(ctx context.Context, id string) (event.Event, error)
+	// Get returns the newest event with the id (latest timestamp) or, with a non-zero day, the
+	// one of that UTC day; or an error matching event.ErrNotFound. An event's identity is its id
+	// and the UTC day of its timestamp, so one id may name an event on each of several days.
+	Get(ctx context.Context, id string, day time.Time) (event.Event, error)
 }
 
 // Feed is the per-shard _seq_no feed the live stream follows (see esstore/feed.go).
@@ -185,22 +188,25 @@ func (s *Service) count(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) get(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
+	var day time.Time
+	var bad problems
 	if r.URL.RawQuery != "" {
-		if _, bad := parseValues(r.URL.RawQuery); len(bad) > 0 {
-			s.fail(w, r, bad.err())
-			return
+		var vals url.Values
+		if vals, bad = parseValues(r.URL.RawQuery, pDay); vals != nil {
+			day = parseDay(vals, pDay, &bad)
 		}
 	}
 	if len(id) > maxIDBytes {
-		var bad problems
 		bad.add("id", "must be at most %d bytes", maxIDBytes)
+	}
+	if len(bad) > 0 {
 		s.fail(w, r, bad.err())
 		return
 	}
 	ctx, cancel := s.queryContext(r)
 	defer cancel()
 	start := time.Now()
-	e, err := s.store.Get(ctx, id)
+	e, err := s.store.Get(ctx, id, day)
 	// Another client's event is "not found", exactly as a missing one: a 403 would confirm to
 	// a restricted key that the id exists, and ids are often guessable (order numbers).
 	if err == nil && !auth.FromContext(r.Context()).CanActFor(e.ClientID) {

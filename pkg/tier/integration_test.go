@@ -438,7 +438,7 @@ func TestIntegrationWholeHistoryAcrossTiers(t *testing.T) {
 				break
 			}
 		}
-		if _, err := h.es.Get(testenv.Context(t, time.Minute), cold.ID); err == nil {
+		if _, err := h.es.Get(testenv.Context(t, time.Minute), cold.ID, time.Time{}); err == nil {
 			t.Fatal("the cold event is still in Elasticsearch: retention did not drop its index")
 		}
 		var got apiEvent

@@ -38,7 +38,8 @@ import (
 type Hot interface {
 	Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error)
 	Count(ctx context.Context, f esstore.Filter) (int64, error)
-	Get(ctx context.Context, id string) (event.Event, error)
+	// Get returns the newest event with the id, or with a non-zero day the one of that UTC day.
+	Get(ctx context.Context, id string, day time.Time) (event.Event, error)
 }
 
 // Cold is the PostgreSQL tier and the boundary's home (*pgstore.Store, opened read-only with
@@ -46,7 +47,9 @@ type Hot interface {
 type Cold interface {
 	ColdPage(ctx context.Context, q pgstore.ColdQuery) ([]event.Event, error)
 	ColdCount(ctx context.Context, f pgstore.ColdFilter) (int64, error)
-	GetEvent(ctx context.Context, id string) (event.Event, error)
+	// GetEvent returns the newest archived event with the id, or with a non-zero day the one
+	// of that UTC day.
+	GetEvent(ctx context.Context, id string, day time.Time) (event.Event, error)
 	// ColdBoundary returns the prefix's boundary; ok is false when none was ever recorded.
 	ColdBoundary(ctx context.Context, prefix string) (b time.Time, ok bool, err error)
 }
@@ -345,10 +348,16 @@ func (s *Store) Count(ctx context.Context, f esstore.Filter) (int64, error) {
 }
 
 // Get returns the event with the id: from Elasticsearch, else from PostgreSQL — in that order, so
-// an event whose index retention deletes meanwhile is found in the archive, which had it first.
-func (s *Store) Get(ctx context.Context, id string) (event.Event, error) {
+// Get returns the newest event with the id, or with a non-zero day the one of that UTC day
+// (an event's identity is its id and the UTC day of its timestamp). Elasticsearch is asked
+// first: every day it holds is at least as new as any day only PostgreSQL holds (retention drops
+// the oldest indices first, after the boundary passed them), and a day held by both is the same
+// events in both, so its newest answer is the newest overall. PostgreSQL is asked only when
+// Elasticsearch has no such event and something was ever dropped. Both tiers pick the same
+// event for the same question.
+func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event, error) {
 	start := time.Now()
-	e, err := s.hot.Get(ctx, id)
+	e, err := s.hot.Get(ctx, id, day)
 	s.metrics.observe("hot", "get", start, ignoreNotFound(err))
 	if err == nil || !errors.Is(err, event.ErrNotFound) {
 		if err != nil {
@@ -360,7 +369,7 @@ func (s *Store) Get(ctx context.Context, id string) (event.Event, error) {
 		return e, err // nothing was ever dropped: Elasticsearch's answer is the whole answer
 	}
 	start = time.Now()
-	e, err = s.cold.GetEvent(ctx, id)
+	e, err = s.cold.GetEvent(ctx, id, day)
 	s.metrics.observe("cold", "get", start, ignoreNotFound(err))
 	if err != nil {
 		if errors.Is(err, event.ErrNotFound) {

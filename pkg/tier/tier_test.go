@@ -113,14 +113,14 @@ func (h fakeHot) Count(_ context.Context, f esstore.Filter) (int64, error) {
 	return int64(len(pageOf(h.hot, f.ClientIDs, f.Types, f.From, f.To, false, nil, "", 1<<30))), nil
 }
 
-func (h fakeHot) Get(_ context.Context, id string) (event.Event, error) {
+func (h fakeHot) Get(_ context.Context, id string, day time.Time) (event.Event, error) {
 	h.call("hot.get")
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.hotErr != nil {
 		return event.Event{}, h.hotErr
 	}
-	if e, ok := h.hot[id]; ok {
+	if e, ok := h.hot[id]; ok && onDay(e, day) {
 		return e, nil
 	}
 	return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
@@ -153,17 +153,22 @@ func (c fakeCold) ColdCount(_ context.Context, f pgstore.ColdFilter) (int64, err
 	return int64(len(pageOf(c.cold, f.ClientIDs, f.Types, f.From, f.To, false, nil, "", 1<<30))), nil
 }
 
-func (c fakeCold) GetEvent(_ context.Context, id string) (event.Event, error) {
+func (c fakeCold) GetEvent(_ context.Context, id string, day time.Time) (event.Event, error) {
 	c.call("cold.get")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.coldErr != nil {
 		return event.Event{}, c.coldErr
 	}
-	if e, ok := c.cold[id]; ok {
+	if e, ok := c.cold[id]; ok && onDay(e, day) {
 		return e, nil
 	}
 	return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
+}
+
+// onDay says whether e falls on day's UTC day (a zero day: any day).
+func onDay(e event.Event, day time.Time) bool {
+	return day.IsZero() || e.Timestamp.UTC().Truncate(24*time.Hour).Equal(day.UTC().Truncate(24*time.Hour))
 }
 
 func (c fakeCold) ColdBoundary(context.Context, string) (time.Time, bool, error) {
@@ -343,18 +348,18 @@ func TestGetFallsThroughToTheArchive(t *testing.T) {
 	f, _ := world(t)
 	s := newStore(f, fixedClock)
 	_ = s.Refresh(context.Background())
-	e, err := s.Get(context.Background(), "below-03")
+	e, err := s.Get(context.Background(), "below-03", time.Time{})
 	if err != nil || e.ID != "below-03" || string(e.Payload) != `{"k":1}` {
 		t.Fatalf("cold event: %+v (%s) %v", e, e.Payload, err)
 	}
-	if _, err := s.Get(context.Background(), "nope"); !errors.Is(err, event.ErrNotFound) {
+	if _, err := s.Get(context.Background(), "nope", time.Time{}); !errors.Is(err, event.ErrNotFound) {
 		t.Fatalf("missing: %v", err)
 	}
 	// Nothing ever dropped: Elasticsearch's "not found" is final; PostgreSQL is not asked.
 	g := newFake()
 	s = newStore(g, fixedClock)
 	_ = s.Refresh(context.Background())
-	if _, err := s.Get(context.Background(), "nope"); !errors.Is(err, event.ErrNotFound) || g.count("cold.get") != 0 {
+	if _, err := s.Get(context.Background(), "nope", time.Time{}); !errors.Is(err, event.ErrNotFound) || g.count("cold.get") != 0 {
 		t.Fatalf("no boundary: %v, cold gets %d", err, g.count("cold.get"))
 	}
 }
@@ -413,9 +418,9 @@ func TestColdOutage(t *testing.T) {
 		if n, err := s.Count(context.Background(), esstore.Filter{ClientIDs: []string{"c0"}, From: from}); err != nil || n == 0 {
 			t.Fatalf("stale %v: hot count %d %v", stale, n, err)
 		}
-		_, err = s.Get(context.Background(), "below-01")
+		_, err = s.Get(context.Background(), "below-01", time.Time{})
 		check503(fmt.Sprintf("stale %v: cold get", stale), err)
-		if _, err := s.Get(context.Background(), "at-01"); err != nil {
+		if _, err := s.Get(context.Background(), "at-01", time.Time{}); err != nil {
 			t.Fatalf("stale %v: hot get: %v", stale, err)
 		}
 	}

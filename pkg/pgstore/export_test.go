@@ -1,0 +1,4 @@
+package pgstore
+
+// CountRangesQuery exposes CountRanges' statement to the plan test.
+var CountRangesQuery = countRangesQuery
