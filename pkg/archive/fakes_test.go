@@ -296,7 +296,9 @@ func (p *fakePG) Partitions(context.Context) ([]pgstore.Partition, error) { retu
 
 func (p *fakePG) DropPartition(context.Context, time.Time) error { return nil }
 
-func (p *fakePG) V1(context.Context) (pgstore.V1State, bool, error) { return pgstore.V1State{}, false, nil }
+func (p *fakePG) V1(context.Context) (pgstore.V1State, bool, error) {
+	return pgstore.V1State{}, false, nil
+}
 
 func (p *fakePG) Lead(_ context.Context, name string) (Lease, error) {
 	p.mu.Lock()

@@ -35,10 +35,10 @@ type Metrics struct {
 	earliestDay       prometheus.Gauge
 	partitionsDropped prometheus.Counter
 	lagMu             sync.Mutex
-	lagSrc         *lagState
-	lagNow         func() time.Time
-	collectors     []prometheus.Collector
-	poolSampler    PoolStats
+	lagSrc            *lagState
+	lagNow            func() time.Time
+	collectors        []prometheus.Collector
+	poolSampler       PoolStats
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: not registered). pool, when
