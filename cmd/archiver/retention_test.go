@@ -147,4 +147,60 @@ func TestRetentionCommand(t *testing.T) {
 	if _, _, stderr = runCmd(t, environ, "verify", "--from", dayAgo(10).Format(time.DateOnly), "--to", dayAgo(4).Format(time.DateOnly)); !strings.Contains(stderr, "below the cold boundary") {
 		t.Fatalf("verify below the boundary: %s", stderr)
 	}
+
+	// Archive retention: the partitions of days −10..−7 are past a 6-day horizon and below the
+	// boundary (start of day −4), but Elasticsearch holds day −9 again (a late event recreated
+	// its index): that day stays, served from there.
+	if _, err := es.Put(ctx, event.Event{ID: "revenant", ClientID: "c", Timestamp: dayAgo(9).Add(time.Hour), IngestedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	prune := func(args ...string) (int, []struct{ Partition, Action, Reason string }, string) {
+		t.Helper()
+		code, stdout, stderr := runCmd(t, environ, append([]string{"prune", "--older-than", "6d", "--json"}, args...)...)
+		var rep struct {
+			Partitions []struct{ Partition, Action, Reason string } `json:"partitions"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+			t.Fatalf("prune %v: exit %d %v\n%s\n%s", args, code, err, stdout, stderr)
+		}
+		return code, rep.Partitions, stdout + stderr
+	}
+	actions := func(parts []struct{ Partition, Action, Reason string }) string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p.Partition+":"+p.Action)
+		}
+		return strings.Join(out, " ")
+	}
+	name := func(n int) string { return "events_p" + dayAgo(n).Format("20060102") }
+	listed := fmt.Sprintf("%s:drop %s:kept %s:drop %s:drop", name(10), name(9), name(8), name(7))
+	if code, parts, out := prune(); code != 0 || actions(parts) != listed || !strings.Contains(parts[1].Reason, "Elasticsearch still holds") {
+		t.Fatalf("prune listing: exit %d %s, want %s\n%s", code, actions(parts), listed, out)
+	}
+	if _, err := pg.GetEvent(ctx, "r10-0", time.Time{}); err != nil {
+		t.Fatalf("listing dropped a partition: %v", err)
+	}
+	applied := fmt.Sprintf("%s:dropped %s:kept %s:dropped %s:dropped", name(10), name(9), name(8), name(7))
+	if code, parts, out := prune("--apply"); code != 0 || actions(parts) != applied {
+		t.Fatalf("prune --apply: exit %d %s, want %s\n%s", code, actions(parts), applied, out)
+	}
+	// Reads below the horizon return what exists: day −9's rows, nothing of the dropped days.
+	if _, err := pg.GetEvent(ctx, "r10-0", time.Time{}); err == nil {
+		t.Fatal("an event of a dropped partition is still readable")
+	}
+	if _, err := pg.GetEvent(ctx, "r09-0", time.Time{}); err != nil {
+		t.Fatalf("an event of the kept partition: %v", err)
+	}
+	code, stdout, stderr = runCmd(t, environ, "status", "--json")
+	var st struct {
+		Archive struct {
+			EarliestDay *time.Time `json:"earliest_day"`
+		} `json:"archive"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil || code != 0 || st.Archive.EarliestDay == nil || !st.Archive.EarliestDay.Equal(dayAgo(9)) {
+		t.Fatalf("status after prune: exit %d %v %+v\n%s", code, err, st.Archive, stderr)
+	}
+	if _, stdout, _ = runCmd(t, environ, "status"); !strings.Contains(stdout, "earliest day held "+dayAgo(9).Format(time.DateOnly)) {
+		t.Fatalf("status table: %s", stdout)
+	}
 }

@@ -162,7 +162,11 @@ func (w *Writer) Stop(t testing.TB) int64 {
 
 var everything = esstore.Range{From: time.Unix(0, 0), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}
 
-// ESIDs lists every id in the event indices (after a refresh).
+// Key is an event's identity as the archive keys it: the UTC day of its timestamp and its id,
+// "2026-03-04/order-1". One id may be an event on each of several days.
+func Key(id string, ts time.Time) string { return ts.UTC().Format(time.DateOnly) + "/" + id }
+
+// ESIDs lists the identity (Key) of every event in the event indices (after a refresh), sorted.
 func ESIDs(t testing.TB, es *esstore.Store) []string {
 	t.Helper()
 	ctx := testenv.Context(t, 5*time.Minute)
@@ -172,7 +176,7 @@ func ESIDs(t testing.TB, es *esstore.Store) []string {
 	var ids []string
 	if err := es.ScanRange(ctx, everything, 10000, func(docs []esstore.Doc) error {
 		for _, d := range docs {
-			ids = append(ids, d.ID)
+			ids = append(ids, Key(d.ID, d.Event().Timestamp))
 		}
 		return nil
 	}); err != nil {
@@ -182,11 +186,12 @@ func ESIDs(t testing.TB, es *esstore.Store) []string {
 	return ids
 }
 
-// PGIDs lists every id in the events table.
+// PGIDs lists the identity (Key) of every archived event, sorted; an (id, day) stored twice is
+// listed twice.
 func PGIDs(t testing.TB, pg *pgstore.Store) []string {
 	t.Helper()
 	ctx := testenv.Context(t, 5*time.Minute)
-	rows, err := pg.Pool().Query(ctx, "SELECT id FROM events ORDER BY id")
+	rows, err := pg.Pool().Query(ctx, "SELECT id, ts FROM events_all")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,10 +199,11 @@ func PGIDs(t testing.TB, pg *pgstore.Store) []string {
 	var ids []string
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		var ts time.Time
+		if err := rows.Scan(&id, &ts); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, id)
+		ids = append(ids, Key(id, ts))
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -253,7 +259,8 @@ func WaitCaughtUp(t testing.TB, es *esstore.Store, pg *pgstore.Store, timeout ti
 	}
 }
 
-// CheckSameIDs asserts that PostgreSQL holds exactly the ids Elasticsearch holds, each once.
+// CheckSameIDs asserts that PostgreSQL holds exactly the events Elasticsearch holds, each
+// (id, UTC day) once; it returns both lists of keys (Key).
 func CheckSameIDs(t testing.TB, es *esstore.Store, pg *pgstore.Store) (esIDs, pgIDs []string) {
 	t.Helper()
 	esIDs, pgIDs = ESIDs(t, es), PGIDs(t, pg)
@@ -264,9 +271,9 @@ func CheckSameIDs(t testing.TB, es *esstore.Store, pg *pgstore.Store) (esIDs, pg
 	return esIDs, pgIDs
 }
 
-// CheckExactlyOnce asserts that PostgreSQL holds exactly the ids Elasticsearch holds, each once
-// (the primary key guarantees "once"; the accounting below checks that no range was skipped or
-// counted twice): every shard's checkpoint equals its global checkpoint; the rows of all
+// CheckExactlyOnce asserts that PostgreSQL holds exactly the events Elasticsearch holds, each
+// (id, day) once (each day partition's unique id guarantees "once"; the accounting below checks
+// that no range was skipped or counted twice): every shard's checkpoint equals its global checkpoint; the rows of all
 // checkpoints plus the rows written outside the feed (repaired, backfilled) add up to the
 // events table; and when nothing was written outside the feed, each checkpoint's rows equal its
 // shard's document count.
