@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -249,6 +250,10 @@ type fakePG struct {
 	verifies             []pgstore.VerifyRecord
 	repaired, backfilled int64
 	leads                int
+	ensured              []time.Time // every instant EnsurePartitions was asked for
+	parts                []pgstore.Partition
+	dropped              []time.Time
+	claimed              string
 }
 
 // eventKey is the archive's identity: an id and the UTC day of its timestamp.
@@ -288,13 +293,38 @@ type fakeLease struct {
 
 func (p *fakePG) Migrate(context.Context) error { return nil }
 
-func (p *fakePG) ClaimPrefix(context.Context, string) error { return nil }
+func (p *fakePG) ClaimPrefix(_ context.Context, prefix string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.claimed == "" {
+		p.claimed = prefix
+	}
+	if p.claimed != prefix {
+		return &pgstore.OtherPrefixError{Schema: "fake", Owner: p.claimed, Prefix: prefix}
+	}
+	return nil
+}
 
-func (p *fakePG) EnsurePartitions(context.Context, ...time.Time) error { return nil }
+func (p *fakePG) EnsurePartitions(_ context.Context, times ...time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ensured = append(p.ensured, times...)
+	return nil
+}
 
-func (p *fakePG) Partitions(context.Context) ([]pgstore.Partition, error) { return nil, nil }
+func (p *fakePG) Partitions(context.Context) ([]pgstore.Partition, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.parts), nil
+}
 
-func (p *fakePG) DropPartition(context.Context, time.Time) error { return nil }
+func (p *fakePG) DropPartition(_ context.Context, day time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropped = append(p.dropped, day)
+	p.parts = slices.DeleteFunc(p.parts, func(x pgstore.Partition) bool { return x.Day.Equal(day) })
+	return nil
+}
 
 func (p *fakePG) V1(context.Context) (pgstore.V1State, bool, error) {
 	return pgstore.V1State{}, false, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -333,5 +334,48 @@ func TestToRowRejectsWhatItCannotStore(t *testing.T) {
 	d.Payload = nil
 	if r, err := toRow(d); err != nil || r.Payload != nil {
 		t.Fatalf("absent payload: %q %v", r.Payload, err)
+	}
+}
+
+// The leader creates day partitions ahead of the feed, from yesterday to PartitionsAhead past
+// tomorrow (ingest's max_future_skew: the newest day an event may carry), before its first round.
+func TestRunCreatesPartitionsAhead(t *testing.T) {
+	es, pg := newFakeES(), newFakePG()
+	now := time.Date(2026, 4, 1, 13, 0, 0, 0, time.UTC)
+	a := New(es, pg, Options{Config: testConfig(), Now: func() time.Time { return now }, PartitionsAhead: 48 * time.Hour})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.Run(context.Background()) }()
+	waitFor(t, "partitions ensured", func() bool { pg.mu.Lock(); defer pg.mu.Unlock(); return len(pg.ensured) > 0 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
+	var days []string
+	for _, ts := range pg.ensured {
+		if d := ts.UTC().Format(time.DateOnly); !slices.Contains(days, d) {
+			days = append(days, d)
+		}
+	}
+	want := []string{"2026-03-31", "2026-04-01", "2026-04-02", "2026-04-03", "2026-04-04"}
+	if !slices.Equal(days, want) {
+		t.Fatalf("partitions ensured for %v, want %v", days, want)
+	}
+	if pg.claimed != "ev" {
+		t.Fatalf("prefix claimed %q, want ev", pg.claimed)
+	}
+}
+
+// Another prefix's schema stops Run with the error instead of a retry loop.
+func TestRunRefusesAnotherPrefixSchema(t *testing.T) {
+	es, pg := newFakeES(), newFakePG()
+	pg.claimed = "other"
+	a := New(es, pg, Options{Config: testConfig()})
+	err := a.Run(context.Background())
+	if !errors.Is(err, pgstore.ErrOtherPrefix) {
+		t.Fatalf("Run: %v, want ErrOtherPrefix", err)
 	}
 }
