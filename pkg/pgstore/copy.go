@@ -136,8 +136,10 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []Row) (Result, error) {
 		return Result{}, nil
 	}
 	// A staging table instead of COPY straight into events: COPY has no ON CONFLICT, and one
-	// duplicate would fail the whole batch.
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE archive_staging (LIKE events INCLUDING DEFAULTS) ON COMMIT DROP`); err != nil {
+	// duplicate would fail the whole batch. It must carry payload's compression (INCLUDING ALL
+	// has COMPRESSION on PostgreSQL 14+): COPY compresses the payloads into it, and INSERT ...
+	// SELECT moves those compressed values into events as they are, never recompressing them.
+	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE archive_staging (LIKE events INCLUDING ALL EXCLUDING INDEXES) ON COMMIT DROP`); err != nil {
 		return Result{}, fmt.Errorf("staging table: %w", err)
 	}
 	var res Result

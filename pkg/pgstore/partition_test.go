@@ -342,3 +342,26 @@ func TestDropPartition(t *testing.T) {
 		t.Fatalf("%d rows left, want 1", n)
 	}
 }
+
+// Payloads written by the archive's batches are stored with the column's lz4 compression: the
+// staging table they pass through must carry it, since INSERT ... SELECT moves compressed values
+// without recompressing them.
+func TestArchivedPayloadsUseLZ4(t *testing.T) {
+	s := migrated(t)
+	ctx := testenv.Context(t, time.Minute)
+	big := `{"items":[` + strings.Repeat(`{"sku":"SKU-10293","name":"Trail Running Shoe","qty":1},`, 100) + `{}]}`
+	r := row("big", time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC))
+	r.Payload = []byte(big)
+	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []pgstore.Row{r}); err != nil {
+		t.Fatal(err)
+	}
+	var method string
+	var stored, text int
+	if err := s.Pool().QueryRow(ctx, `SELECT coalesce(pg_column_compression(payload), 'none'), pg_column_size(payload), octet_length(payload::text)
+		FROM events WHERE id = 'big'`).Scan(&method, &stored, &text); err != nil {
+		t.Fatal(err)
+	}
+	if method != "lz4" || stored >= text {
+		t.Fatalf("payload stored with %s, %d bytes for %d of text", method, stored, text)
+	}
+}
