@@ -523,12 +523,14 @@ func (r *retriers) Stop(t *testing.T) string {
 // ---- probes: single requests whose answers are looked at one by one ----
 
 type probe struct {
-	Phase   string
-	Status  int // 0: no answer
-	Code    string
-	Message string
-	Latency time.Duration
-	Err     string
+	Phase      string
+	Status     int // 0: no answer
+	Code       string
+	Message    string
+	RetryAfter string // the Retry-After header
+	Latency    time.Duration
+	Answered   time.Time // when the answer (or the error) came
+	Err        string
 }
 
 // prober posts one-event requests with client-chosen ids and keeps every answer; acknowledged
@@ -555,11 +557,11 @@ func (p *prober) post(phase string) probe {
 	res, err := p.client.Post(p.url+"/api/v1/events", "application/json", strings.NewReader(body))
 	pr := probe{Phase: phase}
 	if err != nil {
-		pr.Err, pr.Latency = err.Error(), time.Since(start)
+		pr.Err, pr.Latency, pr.Answered = err.Error(), time.Since(start), time.Now()
 	} else {
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		pr.Latency, pr.Status = time.Since(start), res.StatusCode
+		pr.Latency, pr.Answered, pr.Status, pr.RetryAfter = time.Since(start), time.Now(), res.StatusCode, res.Header.Get("Retry-After")
 		var env struct {
 			Error struct{ Code, Message string } `json:"error"`
 		}
