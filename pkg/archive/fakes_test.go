@@ -24,6 +24,7 @@ type fakeES struct {
 	prefix     string
 	shards     []*fakeShard
 	failShards int // the next n Shards calls fail
+	shardCalls int // Shards calls: one per round of the archiver
 	refreshes  int
 	reads      int
 	docsRead   int
@@ -85,6 +86,7 @@ func (f *fakeES) DayOf(index string) (time.Time, bool) {
 func (f *fakeES) Shards(context.Context) ([]esstore.Shard, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.shardCalls++
 	if f.failShards > 0 {
 		f.failShards--
 		return nil, fmt.Errorf("shard stats: %w", event.ErrUnavailable)
@@ -249,6 +251,8 @@ type fakePG struct {
 	verifies             []pgstore.VerifyRecord
 	repaired, backfilled int64
 	leads                int
+	refusals             int  // Lead calls answered ErrNotLeader
+	down                 bool // unreachable: every call fails, and so does the lease's session
 }
 
 func newFakePG() *fakePG {
@@ -265,7 +269,11 @@ func (p *fakePG) Migrate(context.Context) error { return nil }
 func (p *fakePG) Lead(_ context.Context, name string) (Lease, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.down {
+		return nil, fmt.Errorf("lead: %w: connection refused", event.ErrUnavailable)
+	}
 	if p.holder != nil && p.holder.alive {
+		p.refusals++
 		return nil, pgstore.ErrNotLeader
 	}
 	p.leads++
@@ -296,7 +304,20 @@ func (p *fakePG) checkpoints() []pgstore.Checkpoint {
 func (p *fakePG) Checkpoints(context.Context) ([]pgstore.Checkpoint, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.down {
+		return nil, fmt.Errorf("checkpoints: %w: connection refused", event.ErrUnavailable)
+	}
 	return p.checkpoints(), nil
+}
+
+// setDown makes the database unreachable (ending the lease's session) or reachable again.
+func (p *fakePG) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down && p.holder != nil {
+		p.holder.alive = false
+	}
 }
 
 func (p *fakePG) CountRanges(_ context.Context, ranges []pgstore.Range) ([]pgstore.RangeCount, error) {
@@ -454,3 +475,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func newJSONLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
+
+// calls is how many rounds have begun (Shards calls).
+func (f *fakeES) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.shardCalls
+}
