@@ -709,18 +709,18 @@ func (f *fault) note503(procs ...*service) {
 
 // rssSampler samples a process's VmRSS every 100 ms and keeps the maximum per phase.
 type rssSampler struct {
-	pid   int
-	mu    sync.Mutex
-	cur   string
-	order []string
-	max   map[string]int64
-	n     map[string]int
-	stop  chan struct{}
-	done  chan struct{}
+	pid    int
+	mu     sync.Mutex
+	cur    string
+	order  []string
+	maxRSS map[string]int64
+	n      map[string]int
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 func sampleRSS(pid int, phase string) *rssSampler {
-	s := &rssSampler{pid: pid, cur: phase, order: []string{phase}, max: map[string]int64{}, n: map[string]int{},
+	s := &rssSampler{pid: pid, cur: phase, order: []string{phase}, maxRSS: map[string]int64{}, n: map[string]int{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -729,7 +729,7 @@ func sampleRSS(pid int, phase string) *rssSampler {
 		for {
 			if v, err := testenv.RSS(s.pid); err == nil {
 				s.mu.Lock()
-				s.max[s.cur] = max(s.max[s.cur], v)
+				s.maxRSS[s.cur] = max(s.maxRSS[s.cur], v)
 				s.n[s.cur]++
 				s.mu.Unlock()
 			}
@@ -750,6 +750,13 @@ func (s *rssSampler) phase(name string) {
 	s.mu.Unlock()
 }
 
+// max is the largest RSS sampled in a phase (after finish, or while sampling).
+func (s *rssSampler) max(phase string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxRSS[phase]
+}
+
 // finish stops sampling and returns the maximum over all phases and a summary.
 func (s *rssSampler) finish() (maxRSS int64, summary string) {
 	close(s.stop)
@@ -758,8 +765,8 @@ func (s *rssSampler) finish() (maxRSS int64, summary string) {
 	defer s.mu.Unlock()
 	var parts []string
 	for _, p := range s.order {
-		maxRSS = max(maxRSS, s.max[p])
-		parts = append(parts, fmt.Sprintf("%s %.1f MiB (%d samples)", p, float64(s.max[p])/(1<<20), s.n[p]))
+		maxRSS = max(maxRSS, s.maxRSS[p])
+		parts = append(parts, fmt.Sprintf("%s %.1f MiB (%d samples)", p, float64(s.maxRSS[p])/(1<<20), s.n[p]))
 	}
 	return maxRSS, "max RSS of ingest (VmRSS, sampled every 100 ms): " + strings.Join(parts, ", ")
 }
