@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/pkg/archive/archivetest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/loadgen"
@@ -897,6 +898,27 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 	}
 	if len(dupES)+len(dupPG) > 0 {
 		t.Errorf("stored more than once: %d in Elasticsearch %v, %d in PostgreSQL %v", len(dupES), head(dupES), len(dupPG), head(dupPG))
+	}
+}
+
+// checkArchive is check with PostgreSQL (the archiver has caught up), then the archive's own
+// accounting: checkpoints that add up (archivetest.CheckExactlyOnce), no mismatch reported by an
+// archiver's periodic verification (in logs), and no row written outside the feed — a repair
+// or a backfill would mean the feed had left a gap.
+func (f *fault) checkArchive(es *esstore.Store, pg *pgstore.Store, logs string) {
+	t := f.t
+	t.Helper()
+	f.check(es, pg)
+	if !t.Failed() {
+		archivetest.CheckExactlyOnce(t, es, pg)
+	}
+	if strings.Contains(logs, "verify found a mismatch") {
+		t.Error("an archiver's periodic verification reported a mismatch")
+	}
+	st := retry(t, "archive state", func(ctx context.Context) (pgstore.State, error) { return pg.State(ctx) })
+	f.note("archive state: %d rows repaired by verification, %d backfilled", st.RowsRepaired, st.RowsBackfilled)
+	if st.RowsRepaired+st.RowsBackfilled != 0 {
+		t.Error("rows were written outside the feed: a verification found (and repaired) a gap the feed left")
 	}
 }
 
