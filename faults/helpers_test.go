@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/pkg/archive/archivetest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/loadgen"
@@ -64,27 +65,63 @@ func startIngest(t *testing.T, es config.Elasticsearch, addr string, extra ...st
 	return s
 }
 
-// startSearch runs cmd/search against es and waits until it is ready.
-func startSearch(t *testing.T, es config.Elasticsearch) *service {
+// startSearch runs cmd/search against es and waits until it is ready. extra are SPILLWAY_
+// settings.
+func startSearch(t *testing.T, es config.Elasticsearch, extra ...string) *service {
 	t.Helper()
 	a := addr(t)
 	env := append(testenv.ESEnv(es), "SPILLWAY_HTTP_ADDR="+a)
-	p := testenv.StartProcess(t, "search", testenv.Build(t, "cmd/search"), testenv.Env(env...))
+	p := testenv.StartProcess(t, "search", testenv.Build(t, "cmd/search"), testenv.Env(append(env, extra...)...))
 	s := &service{Process: p, URL: "http://" + a}
 	p.WaitHTTP(t, s.URL+"/readyz", 2*time.Minute)
 	return s
 }
 
 // startArchiver runs `archiver run` against es and pg. It is not waited for: a test kills it at
-// random points, including during its start.
-func startArchiver(t *testing.T, es config.Elasticsearch, pg config.Postgres) *service {
+// random points, including during its start. extra are SPILLWAY_ settings (they override the
+// suite's: the last value of a variable wins).
+func startArchiver(t *testing.T, es config.Elasticsearch, pg config.Postgres, extra ...string) *service {
 	t.Helper()
 	a := addr(t)
-	env := append(testenv.ESEnv(es), testenv.PGEnv(pg)...)
-	env = append(env, "SPILLWAY_HTTP_ADDR="+a, "SPILLWAY_ARCHIVER_POLL_INTERVAL=50ms",
+	env := append(archiverEnv(es, pg), "SPILLWAY_HTTP_ADDR="+a, "SPILLWAY_ARCHIVER_POLL_INTERVAL=50ms",
 		"SPILLWAY_ARCHIVER_BACKOFF_MAX=500ms", "SPILLWAY_ARCHIVER_BATCH_SIZE=200")
-	p := testenv.StartProcess(t, "archiver", testenv.Build(t, "cmd/archiver"), testenv.Env(env...), "run")
+	p := testenv.StartProcess(t, "archiver", testenv.Build(t, "cmd/archiver"), testenv.Env(append(env, extra...)...), "run")
 	return &service{Process: p, URL: "http://" + a}
+}
+
+func archiverEnv(es config.Elasticsearch, pg config.Postgres) []string {
+	return append(testenv.ESEnv(es), testenv.PGEnv(pg)...)
+}
+
+// metric reads a service's /metrics and adds up every series of the metric called name (with
+// any labels); ok is false when the metric is not there or /metrics does not answer.
+func metric(url, name string) (v float64, ok bool) {
+	res, err := (&http.Client{Timeout: 10 * time.Second}).Get(url + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return 0, false
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, found := strings.CutPrefix(line, name)
+		if !found || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		if x, err := strconv.ParseFloat(f[0], 64); err == nil {
+			v, ok = v+x, true
+		}
+	}
+	return v, ok
 }
 
 // ---- what clients sent and were told ----
@@ -308,6 +345,29 @@ func waitAcks(t *testing.T, tr *traffic, n int) {
 	}
 }
 
+// waitFor polls cond until it holds; the deadline only guards against a hang.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitLog waits until a process has logged text at least n times in all.
+func waitLog(t *testing.T, s *service, text string, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%s to log %s", s.Name, text), func() bool {
+		if !s.Running() {
+			t.Fatalf("%s exited: %v\n%s", s.Name, s.Err(), s.LogTail(4<<10))
+		}
+		return strings.Count(s.Logs(), text) >= n
+	})
+}
+
 // warmUp sends one event and waits for its 201 before the load starts: the first event
 // creates the daily index, which a busy cluster can take longer than ingest.ack_timeout to do,
 // and those 503s would be the start-up's, not the fault's. How long it took is noted.
@@ -321,30 +381,90 @@ func warmUp(t *testing.T, f *fault, p *prober) {
 
 // ---- clients that retry, as the API asks them to ----
 
-// retriers are clients that do what the API tells them to: a request that is not answered 201
-// (a 503, a 429, a cut connection) is sent again as it was — same ids, same timestamps — until
-// it is. An event stored by an attempt whose answer was lost comes back as a duplicate, and must
-// still be stored once. Every batch they start ends acknowledged.
+// sentEvent is an event as a client builds it before its first attempt: the id and the
+// timestamp are chosen once, so that every attempt sends the same event.
+type sentEvent struct {
+	ID        string          `json:"id"`
+	ClientID  string          `json:"clientId"`
+	Type      string          `json:"type"`
+	Timestamp time.Time       `json:"timestamp"`
+	Payload   json.RawMessage `json:"payload"`
+}
+
+// poster is the fault suite's one seam to an API client. Post sends one batch until it is
+// acknowledged (201), resending it unchanged — same ids, same timestamps — after any other
+// answer or a cut connection, as the API asks clients to, until ctx ends. It returns the
+// attempts made (the first included) and the duplicates the acknowledging answer counted:
+// events already stored, by an earlier attempt whose answer was lost or by ingest's own resend
+// of a bulk request whose answer it lost. newPoster makes the suite's hand-written client;
+// the official client (pkg/client) is meant to take its place here.
+type poster interface {
+	Post(ctx context.Context, events []sentEvent) (attempts, duplicates int, err error)
+}
+
+func newPoster(ingestURL string) poster {
+	return &httpPoster{url: ingestURL + "/api/v1/events", client: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// httpPoster is a minimal client: one JSON array per attempt, 100 ms between attempts.
+type httpPoster struct {
+	url    string
+	client *http.Client
+}
+
+func (p *httpPoster) Post(ctx context.Context, events []sentEvent) (attempts, duplicates int, err error) {
+	body, err := json.Marshal(events)
+	if err != nil {
+		return 0, 0, err
+	}
+	for {
+		attempts++
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+		if err != nil {
+			return attempts, 0, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if res, err := p.client.Do(req); err == nil {
+			var out struct {
+				Duplicates int `json:"duplicates"`
+			}
+			derr := json.NewDecoder(res.Body).Decode(&out)
+			res.Body.Close()
+			if res.StatusCode == http.StatusCreated && derr == nil {
+				return attempts, out.Duplicates, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return attempts, 0, fmt.Errorf("not acknowledged after %d attempts: %w", attempts, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// retriers are clients that do what the API tells them to (through a poster): every batch
+// they start is sent until it is acknowledged. An event stored by an attempt whose answer was
+// lost comes back as a duplicate, and must still be stored once.
 type retriers struct {
-	url     string
-	tr      *traffic
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	batches atomic.Int64
-	resent  atomic.Int64 // attempts after the first
-	dups    atomic.Int64 // events an attempt found already stored
-	failed  atomic.Int64 // batches given up after the hang guard
+	tr         *traffic
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	batches    atomic.Int64
+	resent     atomic.Int64 // attempts after the first
+	dupsResent atomic.Int64 // events a resent attempt found already stored
+	dupsFirst  atomic.Int64 // events a first attempt found already stored (ingest resent a bulk request)
+	failed     atomic.Int64 // batches not acknowledged within the hang guard
 }
 
 func startRetriers(tr *traffic, ingestURL string, clients, size int) *retriers {
-	r := &retriers{url: ingestURL, tr: tr, stop: make(chan struct{})}
-	client := &http.Client{Timeout: 30 * time.Second}
+	r := &retriers{tr: tr, stop: make(chan struct{})}
 	for c := 0; c < clients; c++ {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
+			p := newPoster(ingestURL)
 			for n := 0; ; n++ {
-				r.send(client, fmt.Sprintf("retry-%d-%d", c, n), size)
+				r.send(p, fmt.Sprintf("retry-%d-%d", c, n), size)
 				select { // a paced client: the open-loop load is the main one
 				case <-r.stop:
 					return
@@ -357,48 +477,30 @@ func startRetriers(tr *traffic, ingestURL string, clients, size int) *retriers {
 }
 
 // send posts one batch until it is acknowledged (or, after 3 minutes, counts it as failed).
-func (r *retriers) send(client *http.Client, prefix string, size int) {
-	ts := time.Now().UTC().Format(time.RFC3339Nano)
-	ids := make([]string, size)
-	var b strings.Builder
-	b.WriteByte('[')
-	for i := range ids {
-		ids[i] = fmt.Sprintf("%s-%d", prefix, i)
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `{"id":%q,"clientId":"retrier","type":"retry","timestamp":%q,"payload":{"i":%d}}`, ids[i], ts, i)
+func (r *retriers) send(p poster, prefix string, size int) {
+	ts := time.Now().UTC()
+	events := make([]sentEvent, size)
+	for i := range events {
+		events[i] = sentEvent{ID: fmt.Sprintf("%s-%d", prefix, i), ClientID: "retrier", Type: "retry", Timestamp: ts,
+			Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
 	}
-	b.WriteByte(']')
-	body := b.String()
 	r.batches.Add(1)
-	deadline := time.Now().Add(3 * time.Minute)
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			r.resent.Add(1)
-		}
-		r.tr.sent.Add(int64(size))
-		res, err := client.Post(r.url+"/api/v1/events", "application/json", strings.NewReader(body))
-		if err == nil {
-			var out struct {
-				Duplicates int `json:"duplicates"`
-			}
-			status := res.StatusCode
-			_ = json.NewDecoder(res.Body).Decode(&out)
-			res.Body.Close()
-			if status == http.StatusCreated {
-				r.dups.Add(int64(out.Duplicates))
-				for _, id := range ids {
-					r.tr.acks.add(id)
-				}
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			r.failed.Add(1)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	attempts, dups, err := p.Post(ctx, events)
+	r.tr.sent.Add(int64(attempts * size))
+	r.resent.Add(int64(max(attempts-1, 0)))
+	if err != nil {
+		r.failed.Add(1)
+		return
+	}
+	if attempts > 1 {
+		r.dupsResent.Add(int64(dups))
+	} else {
+		r.dupsFirst.Add(int64(dups))
+	}
+	for _, e := range events {
+		r.tr.acks.add(e.ID)
 	}
 }
 
@@ -410,20 +512,26 @@ func (r *retriers) Stop(t *testing.T) string {
 	if n := r.failed.Load(); n > 0 {
 		t.Errorf("%d retried batches were never acknowledged", n)
 	}
-	return fmt.Sprintf("retrying clients: %d batches, all acknowledged; %d attempts resent after a failed one; "+
+	s := fmt.Sprintf("retrying clients: %d batches, all acknowledged; %d attempts resent after a failed one; "+
 		"%d events found already stored by a resent attempt (written by an attempt whose answer was lost), each stored once",
-		r.batches.Load(), r.resent.Load(), r.dups.Load())
+		r.batches.Load(), r.resent.Load(), r.dupsResent.Load())
+	if n := r.dupsFirst.Load(); n > 0 {
+		s += fmt.Sprintf("; %d events found already stored by ingest's own resend of a bulk request whose answer it lost", n)
+	}
+	return s
 }
 
 // ---- probes: single requests whose answers are looked at one by one ----
 
 type probe struct {
-	Phase   string
-	Status  int // 0: no answer
-	Code    string
-	Message string
-	Latency time.Duration
-	Err     string
+	Phase      string
+	Status     int // 0: no answer
+	Code       string
+	Message    string
+	RetryAfter string // the Retry-After header
+	Latency    time.Duration
+	Answered   time.Time // when the answer (or the error) came
+	Err        string
 }
 
 // prober posts one-event requests with client-chosen ids and keeps every answer; acknowledged
@@ -450,11 +558,11 @@ func (p *prober) post(phase string) probe {
 	res, err := p.client.Post(p.url+"/api/v1/events", "application/json", strings.NewReader(body))
 	pr := probe{Phase: phase}
 	if err != nil {
-		pr.Err, pr.Latency = err.Error(), time.Since(start)
+		pr.Err, pr.Latency, pr.Answered = err.Error(), time.Since(start), time.Now()
 	} else {
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		pr.Latency, pr.Status = time.Since(start), res.StatusCode
+		pr.Latency, pr.Answered, pr.Status, pr.RetryAfter = time.Since(start), time.Now(), res.StatusCode, res.Header.Get("Retry-After")
 		var env struct {
 			Error struct{ Code, Message string } `json:"error"`
 		}
@@ -602,18 +710,18 @@ func (f *fault) note503(procs ...*service) {
 
 // rssSampler samples a process's VmRSS every 100 ms and keeps the maximum per phase.
 type rssSampler struct {
-	pid   int
-	mu    sync.Mutex
-	cur   string
-	order []string
-	max   map[string]int64
-	n     map[string]int
-	stop  chan struct{}
-	done  chan struct{}
+	pid    int
+	mu     sync.Mutex
+	cur    string
+	order  []string
+	maxRSS map[string]int64
+	n      map[string]int
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 func sampleRSS(pid int, phase string) *rssSampler {
-	s := &rssSampler{pid: pid, cur: phase, order: []string{phase}, max: map[string]int64{}, n: map[string]int{},
+	s := &rssSampler{pid: pid, cur: phase, order: []string{phase}, maxRSS: map[string]int64{}, n: map[string]int{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -622,7 +730,7 @@ func sampleRSS(pid int, phase string) *rssSampler {
 		for {
 			if v, err := testenv.RSS(s.pid); err == nil {
 				s.mu.Lock()
-				s.max[s.cur] = max(s.max[s.cur], v)
+				s.maxRSS[s.cur] = max(s.maxRSS[s.cur], v)
 				s.n[s.cur]++
 				s.mu.Unlock()
 			}
@@ -643,6 +751,13 @@ func (s *rssSampler) phase(name string) {
 	s.mu.Unlock()
 }
 
+// max is the largest RSS sampled in a phase (after finish, or while sampling).
+func (s *rssSampler) max(phase string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxRSS[phase]
+}
+
 // finish stops sampling and returns the maximum over all phases and a summary.
 func (s *rssSampler) finish() (maxRSS int64, summary string) {
 	close(s.stop)
@@ -651,8 +766,8 @@ func (s *rssSampler) finish() (maxRSS int64, summary string) {
 	defer s.mu.Unlock()
 	var parts []string
 	for _, p := range s.order {
-		maxRSS = max(maxRSS, s.max[p])
-		parts = append(parts, fmt.Sprintf("%s %.1f MiB (%d samples)", p, float64(s.max[p])/(1<<20), s.n[p]))
+		maxRSS = max(maxRSS, s.maxRSS[p])
+		parts = append(parts, fmt.Sprintf("%s %.1f MiB (%d samples)", p, float64(s.maxRSS[p])/(1<<20), s.n[p]))
 	}
 	return maxRSS, "max RSS of ingest (VmRSS, sampled every 100 ms): " + strings.Join(parts, ", ")
 }
@@ -711,12 +826,13 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 	defer f.step("check")
 	acked := f.tr.acks.all()
 	esIDs := retry(t, "read Elasticsearch ids", func(ctx context.Context) ([]string, error) { return esIDs(ctx, es) })
-	var pgIDs []string
+	var pgIDs, dupPG []string
 	if pg != nil {
 		pgIDs = retry(t, "read PostgreSQL ids", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, pg) })
+		dupPG = retry(t, "count PostgreSQL duplicates", func(ctx context.Context) ([]string, error) { return pgDuplicates(ctx, pg, "events") })
 	}
 	inES, dupES := set(esIDs)
-	inPG, dupPG := set(pgIDs)
+	inPG, _ := set(pgIDs)
 	var lostES, lostPG, lost []string
 	ackedSet := make(map[string]bool, len(acked))
 	for _, id := range acked {
@@ -750,7 +866,9 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 	f.res.Lost = int64(len(lost))
 	f.res.Duplicated = int64(len(dupES) + len(dupPG))
 	ingest, search := f.tr.statuses()
-	f.note("load answers: %s", ingest)
+	if ingest != "none" {
+		f.note("load answers: %s", ingest)
+	}
 	if p := f.tr.byPhases(false); p != "" {
 		f.note("load answers by phase (a 1 s load chunk counts in the phase it started in): %s", p)
 	}
@@ -780,6 +898,27 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 	}
 	if len(dupES)+len(dupPG) > 0 {
 		t.Errorf("stored more than once: %d in Elasticsearch %v, %d in PostgreSQL %v", len(dupES), head(dupES), len(dupPG), head(dupPG))
+	}
+}
+
+// checkArchive is check with PostgreSQL (the archiver has caught up), then the archive's own
+// accounting: checkpoints that add up (archivetest.CheckExactlyOnce), no mismatch reported by an
+// archiver's periodic verification (in logs), and no row written outside the feed — a repair
+// or a backfill would mean the feed had left a gap.
+func (f *fault) checkArchive(es *esstore.Store, pg *pgstore.Store, logs string) {
+	t := f.t
+	t.Helper()
+	f.check(es, pg)
+	if !t.Failed() {
+		archivetest.CheckExactlyOnce(t, es, pg)
+	}
+	if strings.Contains(logs, "verify found a mismatch") {
+		t.Error("an archiver's periodic verification reported a mismatch")
+	}
+	st := retry(t, "archive state", func(ctx context.Context) (pgstore.State, error) { return pg.State(ctx) })
+	f.note("archive state: %d rows repaired by verification, %d backfilled", st.RowsRepaired, st.RowsBackfilled)
+	if st.RowsRepaired+st.RowsBackfilled != 0 {
+		t.Error("rows were written outside the feed: a verification found (and repaired) a gap the feed left")
 	}
 }
 
@@ -852,6 +991,31 @@ func pgIDsOf(ctx context.Context, pg *pgstore.Store) ([]string, error) {
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
+}
+
+// pgDuplicates lists the events stored more than once in table, as "id@day×rows": rows with
+// the same id and the same UTC day of their timestamp — an event's identity in Elasticsearch,
+// whose daily index the day chooses. It counts rows instead of relying on the table's key, so
+// that it finds a double write whatever the key is: PRIMARY KEY (id) forbids one, a key that
+// includes ts does not forbid the same event written with two timestamps of one day, and a
+// table without the key forbids nothing.
+func pgDuplicates(ctx context.Context, pg *pgstore.Store, table string) ([]string, error) {
+	rows, err := pg.Pool().Query(ctx, `SELECT id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)
+		FROM "`+strings.ReplaceAll(table, `"`, `""`)+`" GROUP BY id, day HAVING count(*) > 1 ORDER BY id, day`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id, day string
+		var n int64
+		if err := rows.Scan(&id, &day, &n); err != nil {
+			return nil, err
+		}
+		out = append(out, fmt.Sprintf("%s@%s×%d", id, day, n))
+	}
+	return out, rows.Err()
 }
 
 // ---- Elasticsearch administration of private clusters ----

@@ -1,7 +1,11 @@
 package faults
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/testenv"
 )
 
@@ -116,4 +121,110 @@ func TestFaultIngestSIGTERMAsync(t *testing.T) {
 		t.Error("no async write was in flight at any SIGTERM: the drain had nothing to finish, the test showed nothing")
 	}
 	f.check(es, nil)
+}
+
+// SIGTERM of ingest under load in the default mode, where a 201 means the events are durable.
+// A graceful stop must not turn an accepted request into a failure, nor leave a new one without
+// directions: /readyz fails (a load balancer stops sending), requests that arrive after the
+// signal get 503 with Retry-After (the client resends elsewhere, with the same ids) for
+// http.drain_delay and are then refused, requests in flight finish with 201, and every 201 is
+// stored. The group-commit window is widened to 1 s so that requests are held in the process
+// when the signal comes.
+func TestFaultIngestSIGTERM(t *testing.T) {
+	rounds := pick(1, 3)
+	esCfg := testenv.ES(t)
+	es, err := esstore.New(esCfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flush, delay = "1s", "3s"
+	cfg := loadConfig("")
+	f := newFault(t, "ingest SIGTERM, default mode", fmt.Sprintf(
+		"Ingest was sent SIGTERM %d time(s) under an open-loop load of %.0f requests/s × %d events (201 mode; "+
+			"ingest.bulk_flush_interval=%s, so that requests wait in the process for their bulk request; http.drain_delay=%s), "+
+			"with one-event probes every 20 ms on fresh connections until the listener closed; after the signal, /readyz was "+
+			"asked until it failed and one more event posted. A new instance serves each round.", rounds, cfg.Rate, cfg.EventsPerRequest, flush, delay))
+	var byRound, late []string
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
+	for r := 0; r < rounds; r++ {
+		a := addr(t)
+		ing := startIngest(t, esCfg, a, "SPILLWAY_INGEST_BULK_FLUSH_INTERVAL="+flush, "SPILLWAY_HTTP_DRAIN_DELAY="+delay)
+		cfg.IngestURL = ing.URL
+		ld := startLoad(f.tr, cfg)
+		p := newProber(ing.URL, f.tr)
+		p.client = client
+		ctx, stopProbes := context.WithCancel(context.Background())
+		phase := fmt.Sprintf("round %d", r+1)
+		p.every(ctx, phase, 20*time.Millisecond)
+		waitAcks(t, f.tr, 200)
+		time.Sleep(jitter(0, time.Second)) // a random point of the group-commit window
+		signalled := time.Now()
+		ing.Term()
+		var readyz string
+		waitFor(t, "/readyz to fail", func() bool {
+			res, err := client.Get(ing.URL + "/readyz")
+			if err != nil {
+				t.Fatalf("round %d: /readyz refused before it failed (%v): the listener closed without draining", r+1, err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			readyz = fmt.Sprintf("%d %s", res.StatusCode, strings.TrimSpace(string(b)))
+			return res.StatusCode == http.StatusServiceUnavailable
+		})
+		post := p.post("after the signal")
+		// Then the listener closes: connections are refused.
+		waitFor(t, "ingest's listener to close", func() bool {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+		stopProbes()
+		p.wait()
+		err := ing.Wait(time.Minute)
+		ld.Stop(t)
+		if err != nil {
+			t.Errorf("round %d: ingest did not exit cleanly after SIGTERM: %v", r+1, err)
+		}
+		if !strings.Contains(readyz, `"draining"`) {
+			t.Errorf("round %d: /readyz after the signal answered %s, want 503 draining", r+1, readyz)
+		}
+		if post.Status != http.StatusServiceUnavailable || post.RetryAfter == "" || post.Code != "unavailable" {
+			t.Errorf("round %d: a request after the signal was answered %d %s %q (Retry-After %q) %s, want 503 unavailable with Retry-After",
+				r+1, post.Status, post.Code, post.Message, post.RetryAfter, post.Err)
+		}
+		late = append(late, fmt.Sprintf("/readyz %s; a new request %d %s (Retry-After: %s) %q", readyz, post.Status, post.Code, post.RetryAfter, post.Message))
+		var after, drained, refused int
+		for _, pr := range p.phase(phase) {
+			switch {
+			case pr.Status == http.StatusCreated:
+				if pr.Answered.After(signalled) {
+					after++
+				}
+			case pr.Status == http.StatusServiceUnavailable && pr.RetryAfter != "" && strings.Contains(pr.Message, "shutting down"):
+				drained++
+			case pr.Status == 0:
+				refused++ // sent once the listener had closed
+			default:
+				t.Errorf("round %d: a probe was answered %d %s %q (Retry-After %q)", r+1, pr.Status, pr.Code, pr.Message, pr.RetryAfter)
+			}
+		}
+		if after == 0 {
+			t.Errorf("round %d: no request was in flight at the signal (no 201 answered after it): the test showed nothing", r+1)
+		}
+		if drained == 0 {
+			t.Errorf("round %d: no probe got the draining 503 during http.drain_delay", r+1)
+		}
+		byRound = append(byRound, fmt.Sprintf("%d answered 201 after the signal (in flight at it), %d answered 503 draining with Retry-After, "+
+			"%d refused once the listener had closed", after, drained, refused))
+	}
+	f.note("one-event probes on fresh connections, by round: %s", strings.Join(byRound, "; "))
+	f.note("after the signal: %s", strings.Join(late, "; "))
+	f.check(es, nil)
+	for status, n := range f.tr.status {
+		if status != "201" && status != "503" && status != "error" {
+			t.Errorf("the load got %d answers %s", n, status)
+		}
+	}
 }

@@ -1,7 +1,8 @@
 // Package faults is Spillway's fault-injection suite: its tests run the real ingest, search and
 // archiver binaries against real Elasticsearch and PostgreSQL processes, inject a fault (kill -9,
-// SIGTERM, a stopped or read-only Elasticsearch, a lost node, a crashed PostgreSQL) during load,
-// and compare what clients were told with what the stores hold.
+// SIGTERM, replies lost after the write, a stopped or read-only Elasticsearch, a lost node, a
+// crashed or unavailable PostgreSQL, a killed archiver leader) during load, and compare what
+// clients were told with what the stores hold.
 //
 // `go test ./faults` runs the short form; SPILLWAY_FULL=1 the full one. With
 // SPILLWAY_FAULTS_REPORT=<file> every fault appends its counts to that file as one JSON line;

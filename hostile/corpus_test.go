@@ -61,6 +61,9 @@ type Expect struct {
 	Plain bool `json:"plain"`
 	// Contains must appear in a successful body (search of literal values).
 	Contains []string `json:"contains"`
+	// Count, when set, is the number a successful count answer must hold ({"count": N}),
+	// compared as a number: a substring would let {"count":1873} pass for 1.
+	Count *int64 `json:"count"`
 }
 
 func loadCorpus(t *testing.T) []*Case {
@@ -131,6 +134,11 @@ func (c *Case) check() error {
 	}
 	if c.Expect.Status >= 500 {
 		return fmt.Errorf("a hostile request must never get a 5xx")
+	}
+	for _, s := range c.Expect.Contains {
+		if strings.Contains(s, `"count"`) {
+			return fmt.Errorf("expect.contains %q: compare counts with expect.count, as a number", s)
+		}
 	}
 	return nil
 }

@@ -303,6 +303,12 @@ func checkAnswer(t *testing.T, c *Case, r result) []string {
 				t.Errorf("answer lacks %s: %s", s, r.body)
 			}
 		}
+		if want := c.Expect.Count; want != nil {
+			var got struct{ Count *int64 }
+			if err := json.Unmarshal(r.body, &got); err != nil || got.Count == nil || *got.Count != *want {
+				t.Errorf("count: want %d: %s", *want, r.body)
+			}
+		}
 		var created struct{ IDs []string }
 		if r.status == http.StatusCreated {
 			if err := json.Unmarshal(r.body, &created); err != nil || len(created.IDs) == 0 {

@@ -7,7 +7,7 @@
 # PostgreSQL, lost, duplicated — into RELIABILITY.md, with the date, machine and versions.
 # The file is written even when a fault fails (it then says so); the exit status is the tests'.
 #
-#   scripts/faults.sh                      # everything, about 7 minutes on 2 cores
+#   scripts/faults.sh                      # everything, about 9 minutes on 2 cores
 #   scripts/faults.sh -run TestFaultIngest # a subset (RELIABILITY.md then lists only that)
 #   SPILLWAY_FULL= scripts/faults.sh       # the short form, as test.sh runs it
 #   FAULTS_OUT=/tmp/r.md scripts/faults.sh # write the report elsewhere

@@ -6,12 +6,17 @@
 //
 //	bench --repo . --bin DIR --out DIR [--quick] [--update-doc] [--only S1,S2,...] [--ingest-set key=value ...]
 //
-// It writes results.json, results.md and the plots into --out and, with --update-doc, splices
-// the table into BENCHMARKS.md and copies the plots to docs/benchmarks/.
+// It writes results.json, results.md and the plots into --out. With --update-doc, a full run
+// (no --only) splices its results into BENCHMARKS.md, copies the plots and results.json to
+// docs/benchmarks/, stores results.json under docs/benchmarks/runs/ and regenerates the table of
+// stored runs; a tune run (--only tune) stores docs/benchmarks/tuning.json and regenerates the
+// tuning table; other partial runs leave the documents alone. --render-docs regenerates the
+// stored-run and tuning tables from docs/benchmarks/ without running anything.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -113,8 +118,16 @@ func run(args []string) error {
 	ingestSet := fs.StringArray("ingest-set", nil, "extra ingest configuration, key=value (e.g. ingest.bulk_workers=8), for tuning runs")
 	archiverSet := fs.StringArray("archiver-set", nil, "extra archiver configuration, key=value (e.g. archiver.batch_size=10000)")
 	command := fs.String("command", "", "the command line to record (scripts/bench.sh passes its own)")
+	renderDocs := fs.Bool("render-docs", false, "only regenerate BENCHMARKS.md's tables of stored runs and tuning from docs/benchmarks/")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *renderDocs {
+		abs, err := filepath.Abs(*repo)
+		if err != nil {
+			return err
+		}
+		return renderStored(abs)
 	}
 	if *out == "" {
 		return fmt.Errorf("--out is required")
@@ -145,7 +158,7 @@ func run(args []string) error {
 	}
 	r := &runner{plan: p, st: st, ingestSet: *ingestSet, archiverSet: *archiverSet, phases: map[string]bool{},
 		run: fmt.Sprintf("b%x", time.Now().Unix()%0xfffff),
-		rep: &bench.Report{Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Command: *command, Quick: p.Quick, Scale: p.scale(),
+		rep: &bench.Report{Version: bench.ReportVersion, Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Command: *command, Quick: p.Quick, Scale: p.scale(),
 			Settings: map[string]string{}, Runs: map[string]any{}}}
 	for _, o := range *only {
 		r.phases[o] = true
@@ -190,8 +203,20 @@ func (r *runner) write(out, repo string, updateDoc bool) error {
 		return nil
 	}
 	docDir := filepath.Join(repo, "docs", "benchmarks")
-	if err := os.MkdirAll(docDir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(docDir, "runs"), 0o755); err != nil {
 		return err
+	}
+	switch {
+	case len(r.phases) == 1 && r.phases["tune"] && r.rep.Tuning != nil:
+		// Stored, so that the tuning table BENCHMARKS.md quotes comes from a file.
+		if err := writeJSON(filepath.Join(docDir, "tuning.json"), tuningFile{Date: r.rep.Date, Command: r.rep.Command,
+			Machine: r.rep.Machine, Settings: r.rep.Settings, Tuning: r.rep.Tuning}); err != nil {
+			return err
+		}
+		return renderStored(repo)
+	case len(r.phases) > 0:
+		logf("a partial run (--only) leaves BENCHMARKS.md and docs/benchmarks/ alone")
+		return nil
 	}
 	var links []string
 	for _, p := range plots {
@@ -207,6 +232,9 @@ func (r *runner) write(out, repo string, updateDoc bool) error {
 	if err := r.rep.WriteJSON(filepath.Join(docDir, "results.json")); err != nil {
 		return err
 	}
+	if err := r.rep.WriteJSON(filepath.Join(docDir, "runs", bench.RunFile(r.rep))); err != nil {
+		return err
+	}
 	docPath := filepath.Join(repo, "BENCHMARKS.md")
 	doc, err := os.ReadFile(docPath)
 	if err != nil && !os.IsNotExist(err) {
@@ -216,5 +244,62 @@ func (r *runner) write(out, repo string, updateDoc bool) error {
 		return err
 	}
 	logf("updated %s and %s", docPath, docDir)
+	return renderStored(repo)
+}
+
+// tuningFile is docs/benchmarks/tuning.json: the last tune run.
+type tuningFile struct {
+	Date     string            `json:"date"`
+	Command  string            `json:"command"`
+	Machine  bench.Machine     `json:"machine"`
+	Settings map[string]string `json:"settings"`
+	Tuning   *bench.Tuning     `json:"tuning"`
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// renderStored regenerates BENCHMARKS.md's table of the full runs stored in
+// docs/benchmarks/runs/ and its tuning table from docs/benchmarks/tuning.json.
+func renderStored(repo string) error {
+	docDir := filepath.Join(repo, "docs", "benchmarks")
+	runs, err := bench.LoadRuns(filepath.Join(docDir, "runs"))
+	if err != nil {
+		return err
+	}
+	history := "No full run stored yet: `scripts/bench.sh` stores each one under `docs/benchmarks/runs/`.\n"
+	if len(runs) > 0 {
+		history = fmt.Sprintf("Every full run stored under `docs/benchmarks/runs/` (%d), newest first; each file is that run's "+
+			"`results.json`.\n\n", len(runs)) + bench.History(runs)
+	}
+	tuning := "No comparison stored yet: `scripts/bench.sh --tune` runs one and stores it in `docs/benchmarks/tuning.json`.\n"
+	if b, err := os.ReadFile(filepath.Join(docDir, "tuning.json")); err == nil {
+		var t tuningFile
+		if err := json.Unmarshal(b, &t); err != nil {
+			return fmt.Errorf("tuning.json: %w", err)
+		}
+		if t.Tuning != nil {
+			tuning = fmt.Sprintf("Run of %s, `%s`; load average (1/5/15 min) %s before, %s after; stored in "+
+				"`docs/benchmarks/tuning.json`.\n\n", t.Date, t.Command, t.Machine.LoadBefore, t.Machine.LoadAfter) + t.Tuning.Markdown()
+		}
+	} else if !os.IsNotExist(err) {
+		return err
+	}
+	docPath := filepath.Join(repo, "BENCHMARKS.md")
+	doc, err := os.ReadFile(docPath)
+	if err != nil {
+		return err
+	}
+	doc = bench.SpliceSection(doc, "runs", history)
+	doc = bench.SpliceSection(doc, "tuning", tuning)
+	if err := os.WriteFile(docPath, doc, 0o644); err != nil {
+		return err
+	}
+	logf("regenerated the stored runs (%d) and the tuning table in %s", len(runs), docPath)
 	return nil
 }

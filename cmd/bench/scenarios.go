@@ -135,6 +135,15 @@ func (r *runner) ingest(ctx context.Context) error {
 	defer se.stop()
 	url := "http://" + in.addr
 
+	// Warm-up, not recorded: the fresh ingest process gets S1- and S2-shaped load (its
+	// connections to the node, its buffers, the runtime's heap) before the first round.
+	for _, w := range []loadgen.Config{{Concurrency: r.plan.S1Conc, EventsPerRequest: 100}, {Concurrency: 200, EventsPerRequest: 1}} {
+		w.IngestURL, w.Duration, w.EventSize = url, r.plan.WarmDur/2, 1024
+		if _, err := r.lg(ctx, fmt.Sprintf("warmup-ingest-%d", w.EventsPerRequest), w); err != nil {
+			return err
+		}
+	}
+
 	// S1 and S2 in rounds, each preceded by the raw ceiling at the best configuration: the
 	// machine's load swings by a factor of several within minutes, so a ratio is only honest
 	// between measurements seconds apart. The reported ratio is the median of the rounds'.
@@ -235,10 +244,10 @@ func (r *runner) ingest(ctx context.Context) error {
 	bad := failed(s3)
 	r.set(bench.Scenario{ID: "S3", Measured: fmt.Sprintf("p50 %.1f / p99 %.1f / p99.9 %.1f / max %.0f ms; %s events/s acknowledged; %d failed or unsent (%s)",
 		s3.Latency.P50, s3.Latency.P99, s3.Latency.P999, s3.Latency.Max, bench.Num(s3.EventsPerSecond), bad, statusText(s3.Status)),
-		Met: bench.Ptr(s3.Latency.P99 <= 150 && bad == 0), Notes: "ingest sent " + b3.String() +
-			"; ratio = events/s acknowledged ÷ the raw `_bulk` ceiling for 5 KB documents measured just before",
-		Baseline: fmt.Sprintf("raw `_bulk` of 5 KB documents %s docs/s", bench.Num(raw5.DocsPerSecond)),
-		Ratio:    bench.Ptr(s3.EventsPerSecond / raw5.DocsPerSecond)})
+		Met: bench.Ptr(s3.Latency.P99 <= 150 && bad == 0), Notes: fmt.Sprintf("ingest sent %s; no ratio: S3 is a latency target "+
+			"at a fixed rate, and no baseline answers the same requests; the offered load was %.2f × the raw `_bulk` ceiling for "+
+			"5 KB documents measured just before", b3, 2000/raw5.DocsPerSecond),
+		Baseline: fmt.Sprintf("raw `_bulk` of 5 KB documents %s docs/s (the ceiling the load is offered against)", bench.Num(raw5.DocsPerSecond))})
 	if v := s3.Visibility; v != nil && v.N > 0 {
 		r.set(bench.Scenario{ID: "S4", Measured: fmt.Sprintf("p50 %.0f / p99 %.0f / max %.0f ms over %d probes, %d never found",
 			v.P50, v.P99, v.Max, v.N, s3.VisibilityLost), Met: bench.Ptr(v.P99 <= 1500 && s3.VisibilityLost == 0)})
@@ -554,9 +563,9 @@ func (r *runner) wan(ctx context.Context) error {
 			Measured: "Spillway: " + text(sp, failures["spillway"][rate]),
 			Baseline: fmt.Sprintf("naive (pool %d, %d connections used in the sweep): %s", r.plan.NaivePool, naiveConns[rate], text(nv, failures["naive"][rate])),
 			Met:      bench.Ptr(median(sp.p99) <= 150 && failures["spillway"][rate] == 0),
-			Notes:    "ratio = Spillway's median p99 ÷ the naive design's, same rate, rounds alternating (below 1: Spillway is faster)"}
-		if m := median(nv.p99); m > 0 {
-			s.Ratio = bench.Ptr(median(sp.p99) / m)
+			Notes:    "ratio = the naive design's median p99 ÷ Spillway's, same rate, rounds alternating (above 1: Spillway's p99 is lower)"}
+		if m := median(sp.p99); m > 0 {
+			s.Ratio = bench.Ptr(median(nv.p99) / m)
 		}
 		r.set(s)
 	}

@@ -160,8 +160,10 @@ func Authenticator(c config.Auth, addr string, logger *slog.Logger) (*auth.Authe
 	return a, nil
 }
 
-// Serve runs the service until ctx ends, then shuts down in order: /readyz fails, listeners
-// stop accepting and in-flight requests finish, Drain runs; all within HTTP.ShutdownGrace.
+// Serve runs the service until ctx ends, then shuts down in order: /readyz fails (and, for
+// HTTP.DrainDelay, new requests get 503 with Retry-After while the listeners still accept),
+// listeners stop accepting and in-flight requests finish, Drain runs; all within
+// HTTP.ShutdownGrace.
 func Serve(ctx context.Context, s Service) error {
 	admin := s.Mount()
 	limits := httpx.Limits{
@@ -192,9 +194,11 @@ func Serve(ctx context.Context, s Service) error {
 	serveCtx, cancelServe := context.WithCancel(context.Background())
 	defer cancelServe()
 	errc := make(chan error, 2)
-	go func() { errc <- httpx.Serve(serveCtx, srv, ln, s.HTTP.ShutdownGrace) }()
+	// The drain delay comes out of the grace: what is left bounds Shutdown and Drain.
+	grace := s.HTTP.ShutdownGrace - s.HTTP.DrainDelay
+	go func() { errc <- httpx.Serve(serveCtx, srv, ln, grace) }()
 	if adminSrv != nil {
-		go func() { errc <- httpx.Serve(serveCtx, adminSrv, adminLn, s.HTTP.ShutdownGrace) }()
+		go func() { errc <- httpx.Serve(serveCtx, adminSrv, adminLn, grace) }()
 	}
 	var runErr error
 	select {
@@ -204,8 +208,18 @@ func Serve(ctx context.Context, s Service) error {
 
 	start := time.Now()
 	deadline := start.Add(s.HTTP.ShutdownGrace)
-	s.Logger.Info("shutting down", "grace", s.HTTP.ShutdownGrace.String())
+	s.Logger.Info("shutting down", "grace", s.HTTP.ShutdownGrace.String(), "drain_delay", s.HTTP.DrainDelay.String())
 	s.Health.SetDraining()
+	if s.HTTP.DrainDelay > 0 && runErr == nil {
+		// Still accepting: a load balancer sees /readyz fail and clients get 503 with
+		// Retry-After (httpx.RejectWhenDraining) rather than refused connections.
+		t := time.NewTimer(s.HTTP.DrainDelay)
+		select {
+		case <-t.C:
+		case runErr = <-errc:
+			t.Stop()
+		}
+	}
 	cancelServe() // stop accepting; requests in flight finish (bounded by the grace)
 	waitFor := 1
 	if adminSrv != nil {

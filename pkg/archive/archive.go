@@ -162,6 +162,9 @@ type Archiver struct {
 
 	lag    lagState
 	errLog errorLog
+	// positions are the checkpoints as this process last read or moved them while it led (nil:
+	// it never led, or another process leads now). Only Run's goroutine uses them.
+	positions map[shardKey]int64
 }
 
 // New builds an Archiver.

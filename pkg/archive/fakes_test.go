@@ -25,6 +25,7 @@ type fakeES struct {
 	prefix     string
 	shards     []*fakeShard
 	failShards int // the next n Shards calls fail
+	shardCalls int // Shards calls: one per round of the archiver
 	refreshes  int
 	reads      int
 	docsRead   int
@@ -86,6 +87,7 @@ func (f *fakeES) DayOf(index string) (time.Time, bool) {
 func (f *fakeES) Shards(context.Context) ([]esstore.Shard, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.shardCalls++
 	if f.failShards > 0 {
 		f.failShards--
 		return nil, fmt.Errorf("shard stats: %w", event.ErrUnavailable)
@@ -250,6 +252,8 @@ type fakePG struct {
 	verifies             []pgstore.VerifyRecord
 	repaired, backfilled int64
 	leads                int
+	refusals             int         // Lead calls answered ErrNotLeader
+	down                 bool        // unreachable: every call fails, and so does the lease's session
 	ensured              []time.Time // every instant EnsurePartitions was asked for
 	parts                []pgstore.Partition
 	dropped              []time.Time
@@ -308,6 +312,9 @@ func (p *fakePG) ClaimPrefix(_ context.Context, prefix string) error {
 func (p *fakePG) EnsurePartitions(_ context.Context, times ...time.Time) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.down {
+		return fmt.Errorf("partitions: %w: connection refused", event.ErrUnavailable)
+	}
 	p.ensured = append(p.ensured, times...)
 	return nil
 }
@@ -315,6 +322,9 @@ func (p *fakePG) EnsurePartitions(_ context.Context, times ...time.Time) error {
 func (p *fakePG) Partitions(context.Context) ([]pgstore.Partition, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.down {
+		return nil, fmt.Errorf("partitions: %w: connection refused", event.ErrUnavailable)
+	}
 	return slices.Clone(p.parts), nil
 }
 
@@ -333,7 +343,11 @@ func (p *fakePG) V1(context.Context) (pgstore.V1State, bool, error) {
 func (p *fakePG) Lead(_ context.Context, name string) (Lease, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.down {
+		return nil, fmt.Errorf("lead: %w: connection refused", event.ErrUnavailable)
+	}
 	if p.holder != nil && p.holder.alive {
+		p.refusals++
 		return nil, pgstore.ErrNotLeader
 	}
 	p.leads++
@@ -364,7 +378,20 @@ func (p *fakePG) checkpoints() []pgstore.Checkpoint {
 func (p *fakePG) Checkpoints(context.Context) ([]pgstore.Checkpoint, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.down {
+		return nil, fmt.Errorf("checkpoints: %w: connection refused", event.ErrUnavailable)
+	}
 	return p.checkpoints(), nil
+}
+
+// setDown makes the database unreachable (ending the lease's session) or reachable again.
+func (p *fakePG) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down && p.holder != nil {
+		p.holder.alive = false
+	}
 }
 
 func (p *fakePG) CountRanges(_ context.Context, ranges []pgstore.Range) ([]pgstore.RangeCount, error) {
@@ -522,3 +549,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func newJSONLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
+
+// calls is how many rounds have begun (Shards calls).
+func (f *fakeES) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.shardCalls
+}

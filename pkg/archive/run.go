@@ -50,12 +50,15 @@ func (a *Archiver) Run(ctx context.Context) error {
 			if !standby {
 				a.logger.Info("standing by: another archiver holds the lease", "lease", a.lease)
 				standby = true
+				a.positions = nil // the leader measures the lag now
+				a.lag.set(time.Time{})
 			}
 			a.sleep(ctx, a.cfg.PollInterval)
 			continue
 		}
 		if err != nil {
 			a.fail(ctx, "lead", err)
+			a.lagWithoutPostgres(ctx)
 			a.sleep(ctx, bo.next())
 			continue
 		}
@@ -145,6 +148,7 @@ func (a *Archiver) lead(ctx context.Context, lease Lease) error {
 			}
 			a.fail(ctx, "archive", err)
 			if aerr := lease.Alive(ctx); aerr != nil {
+				a.lagWithoutPostgres(ctx)
 				return fmt.Errorf("%w (lease: %v)", err, aerr)
 			}
 			a.sleep(ctx, bo.next())
@@ -203,6 +207,7 @@ func (a *Archiver) round(ctx context.Context, lease Lease) error {
 	for _, c := range cps {
 		pos[shardKey{c.IndexUUID, c.Shard}] = c.SeqNo
 	}
+	a.positions = pos // drain moves them as its batches commit
 	at := func(sh esstore.Shard) int64 {
 		if p, ok := pos[shardKey{sh.IndexUUID, sh.Shard}]; ok {
 			return p
@@ -375,6 +380,26 @@ func (a *Archiver) measureLag(ctx context.Context, shards []esstore.Shard, at fu
 		}
 	}
 	a.lag.set(oldest)
+}
+
+// lagWithoutPostgres keeps the lag metric true while PostgreSQL cannot be reached: nobody can
+// move the checkpoints then, so the oldest event beyond the ones this process last knew is the
+// oldest event not archived. It reads Elasticsearch alone. A process that never led knows no
+// checkpoints and leaves the lag as it was.
+func (a *Archiver) lagWithoutPostgres(ctx context.Context) {
+	if a.positions == nil || ctx.Err() != nil {
+		return
+	}
+	shards, err := a.es.Shards(ctx)
+	if err != nil {
+		return
+	}
+	a.measureLag(ctx, shards, func(sh esstore.Shard) int64 {
+		if p, ok := a.positions[shardKey{sh.IndexUUID, sh.Shard}]; ok {
+			return p
+		}
+		return -1
+	})
 }
 
 // fail counts and logs a failed step (the same message at most once a minute) and records it

@@ -136,7 +136,9 @@ func TestRunStopsAtTheGlobalCheckpoint(t *testing.T) {
 		cps, _ := pg.Checkpoints(context.Background())
 		return len(cps) == 1 && cps[0].SeqNo == 3
 	})
-	time.Sleep(20 * time.Millisecond) // several polls
+	// Rounds are sequential: once three more have begun, two whole rounds have passed since.
+	rounds := es.calls()
+	waitFor(t, "more rounds", func() bool { return es.calls() >= rounds+3 })
 	if n := pg.count(); n != 4 {
 		t.Fatalf("archived %d events beyond the global checkpoint", n-4)
 	}
@@ -224,7 +226,11 @@ func TestStandbyDoesNothingUntilTheLeaseIsFree(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, es, pg, testConfig(), nil)
-	time.Sleep(30 * time.Millisecond)
+	waitFor(t, "the standby to ask for the lease three times", func() bool {
+		pg.mu.Lock()
+		defer pg.mu.Unlock()
+		return pg.refusals >= 3
+	})
 	es.mu.Lock()
 	reads := es.reads
 	es.mu.Unlock()
@@ -306,6 +312,24 @@ func TestMetricsLagAndPool(t *testing.T) {
 	}
 	es.advance()
 	waitFor(t, "caught up", func() bool { return a.metrics.lagSeconds() == 0 && pg.count() == 1 })
+}
+
+// While PostgreSQL is unreachable the archiver can read no checkpoint, but nobody can move one
+// either: the lag goes on being measured from the last ones it knew, so that it grows with the
+// outage instead of freezing at its last value (0 when it was caught up).
+func TestLagGrowsWhilePostgresIsDown(t *testing.T) {
+	es, pg := newFakeES(), newFakePG()
+	es.add("ev-2026.04.01", 0, doc("a", time.Now()), true)
+	a := start(t, es, pg, testConfig(), nil)
+	waitFor(t, "caught up", func() bool { return allArchived(es, pg) == nil && a.metrics.lagSeconds() == 0 })
+	pg.setDown(true)
+	es.add("ev-2026.04.01", 0, doc("b", time.Now().Add(-time.Hour)), true)
+	es.mu.Lock()
+	es.shards[0].visible = 1 // Elasticsearch's periodic refresh
+	es.mu.Unlock()
+	waitFor(t, "the lag of an event nobody can archive", func() bool { return a.metrics.lagSeconds() >= 3599 })
+	pg.setDown(false)
+	waitFor(t, "caught up again", func() bool { return allArchived(es, pg) == nil && a.metrics.lagSeconds() == 0 })
 }
 
 type fakePool struct{}

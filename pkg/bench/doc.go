@@ -3,12 +3,17 @@ package bench
 import (
 	"math/rand/v2"
 	"strconv"
+	"time"
+
+	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // DocShape makes the documents every baseline sends: the same fields and sizes as the load
-// generator's events (pkg/loadgen), so that a raw figure and a Spillway figure measure the same
-// bytes. The filler is random alphanumeric text, drawn once per run: it compresses like text
-// rather than like a run of one letter.
+// generator's events (pkg/loadgen), encoded by the function ingest writes its documents with
+// (esstore.EncodeDoc, idHash included), so that a raw figure and a Spillway figure measure the
+// same bytes. The filler is random alphanumeric text, drawn once per run: it compresses like
+// text rather than like a run of one letter.
 type DocShape struct {
 	EventSize    int    // approximate serialized bytes per event
 	Clients      int    // distinct clientIds
@@ -46,19 +51,17 @@ func (d *DocShape) appendPayload(b []byte, seq int64) []byte {
 	return append(b, `"}`...)
 }
 
-// AppendDoc appends the Elasticsearch document of an event as ingest writes it (esstore.Doc):
-// id, clientId, type, @timestamp, ingestedAt (ts, already formatted), payload. Every value is
-// plain ASCII, so nothing needs escaping.
-func (d *DocShape) AppendDoc(b []byte, id, ts string, seq int64) []byte {
-	b = append(b, `{"id":"`...)
-	b = append(b, id...)
-	b = append(b, `","clientId":"`...)
-	b = append(b, d.ClientID()...)
-	b = append(b, `","type":"load","@timestamp":"`...)
-	b = append(b, ts...)
-	b = append(b, `","ingestedAt":"`...)
-	b = append(b, ts...)
-	b = append(b, `","payload":`...)
-	b = d.appendPayload(b, seq)
-	return append(b, '}')
+// Event is the event a client of the load generator would send with sequence number seq,
+// stored at ts (as @timestamp and ingestedAt).
+func (d *DocShape) Event(id string, ts time.Time, seq int64) event.Event {
+	return event.Event{ID: id, ClientID: d.ClientID(), Type: "load", Timestamp: ts, IngestedAt: ts, Payload: d.Payload(seq)}
+}
+
+// AppendDoc appends the Elasticsearch document of Event(id, ts, seq) as ingest writes it.
+func (d *DocShape) AppendDoc(b []byte, id string, ts time.Time, seq int64) ([]byte, error) {
+	doc, err := esstore.EncodeDoc(d.Event(id, ts, seq))
+	if err != nil {
+		return b, err
+	}
+	return append(b, doc...), nil
 }

@@ -41,7 +41,7 @@ type RawBulkResult struct {
 	FailedItems    int64   `json:"failed_items"`
 }
 
-// RawBulk sends documents shaped exactly like ingest's straight to _bulk (op_type create,
+// RawBulk sends documents encoded exactly as ingest encodes them (DocShape) straight to _bulk (op_type create,
 // default durability) for cfg.Duration, or until cfg.Count documents, and reports documents
 // per second.
 func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
@@ -56,6 +56,7 @@ func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency * 2}, Timeout: time.Minute}
 	defer client.CloseIdleConnections()
 	var docs, failedReq, failedItems, seq atomic.Int64
+	var encodeErr atomic.Pointer[error]
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	start := time.Now()
@@ -77,7 +78,6 @@ func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
 				buf = buf[:0]
 				now := time.Now().UTC()
 				index := cfg.IndexPrefix + "-" + now.Format("2006.01.02")
-				ts := now.Truncate(time.Microsecond).Format("2006-01-02T15:04:05.000000Z07:00")
 				for i := first; i < last; i++ {
 					id := idPrefix + strconv.FormatInt(i, 10)
 					buf = append(buf, `{"create":{"_index":"`...)
@@ -85,7 +85,12 @@ func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
 					buf = append(buf, `","_id":"`...)
 					buf = append(buf, id...)
 					buf = append(buf, "\"}}\n"...)
-					buf = shape.AppendDoc(buf, id, ts, i)
+					var err error
+					if buf, err = shape.AppendDoc(buf, id, now, i); err != nil {
+						encodeErr.CompareAndSwap(nil, &err)
+						cancel()
+						return
+					}
 					buf = append(buf, '\n')
 				}
 				n, itemsFailed, err := postBulk(ctx, client, cfg.ESURL, buf)
@@ -104,6 +109,9 @@ func RawBulk(ctx context.Context, cfg RawBulkConfig) (*RawBulkResult, error) {
 		}()
 	}
 	wg.Wait()
+	if e := encodeErr.Load(); e != nil {
+		return nil, fmt.Errorf("raw bulk: encode: %w", *e)
+	}
 	el := time.Since(start).Seconds()
 	res := &RawBulkResult{BulkSize: cfg.BulkSize, Concurrency: cfg.Concurrency, Docs: docs.Load(), Elapsed: el,
 		DocsPerSecond: float64(docs.Load()) / el, FailedRequests: failedReq.Load(), FailedItems: failedItems.Load()}

@@ -13,6 +13,10 @@ import (
 // Report is one benchmark run: the machine, the baselines and the scenarios, all measured in
 // the same invocation so that the ratios between them mean something on a shared machine.
 type Report struct {
+	// Version is the report format: 2 reads every ratio the same way (above 1: Spillway did
+	// better than its baseline) and gives S3 none; 0 (files written before it) had S3's ratio
+	// as offered load ÷ raw ceiling and S8's as Spillway's p99 ÷ the naive design's.
+	Version int     `json:"version,omitempty"`
 	Date    string  `json:"date"`
 	Command string  `json:"command"`
 	Quick   bool    `json:"quick"`
@@ -52,14 +56,16 @@ type Machine struct {
 
 // Scenario is one row of the results table.
 type Scenario struct {
-	ID       string   `json:"id"`
-	Name     string   `json:"name"`
-	Target   string   `json:"target"`
-	Measured string   `json:"measured"`
-	Baseline string   `json:"baseline,omitempty"`
-	Ratio    *float64 `json:"ratio,omitempty"` // Spillway figure / its raw baseline
-	Met      *bool    `json:"met,omitempty"`   // nil: not measured
-	Notes    string   `json:"notes,omitempty"`
+	ID       string `json:"id"`
+	Name     string `json:"name"`
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Baseline string `json:"baseline,omitempty"`
+	// Ratio compares Spillway with its baseline so that above 1 is better for Spillway:
+	// throughput ÷ the baseline's, or the baseline's latency ÷ Spillway's.
+	Ratio *float64 `json:"ratio,omitempty"`
+	Met   *bool    `json:"met,omitempty"` // nil: not measured
+	Notes string   `json:"notes,omitempty"`
 }
 
 // SweepPoint is one open-loop run at one offered rate.
@@ -76,7 +82,8 @@ type SweepPoint struct {
 	Errors    int64   `json:"errors"` // requests not answered 201
 	Unsent    int64   `json:"unsent"`
 	Saturated bool    `json:"saturated"`
-	// PGConns is the most connections the naive server held at once (pg_stat_activity).
+	// PGConns is the most connections the naive server's pool held open at once
+	// (pg_stat_activity), whether busy or idle.
 	PGConns int `json:"pg_connections_max,omitempty"`
 }
 
@@ -160,6 +167,8 @@ func (r *Report) Markdown(plots []string) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", s.ID, cell(s.Name), cell(s.Measured), cell(base), ratio, cell(s.Target), met)
 	}
+	b.WriteString("\n*ratio*: Spillway against the baseline of the same run, read the same way in every row — higher is better " +
+		"for Spillway: its throughput ÷ the baseline's (S1, S2, S6), the baseline's p99 ÷ Spillway's (S8).\n")
 	for _, s := range r.Scenarios {
 		if s.Notes != "" {
 			fmt.Fprintf(&b, "\n- **%s**: %s", s.ID, s.Notes)
@@ -190,7 +199,7 @@ func (r *Report) Markdown(plots []string) string {
 	}
 	if len(r.Sweep) > 0 {
 		b.WriteString("\n**Latency versus offered rate, 5 ms round trip to the stores** (single-event requests of ~5 KB, open loop, latency from the intended send time):\n\n")
-		b.WriteString("| system | offered ev/s | acknowledged ev/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failed requests | PostgreSQL connections (max) | saturated |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| system | offered ev/s | acknowledged ev/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failed requests | pooled PostgreSQL connections open (max) | saturated |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		pts := append([]SweepPoint(nil), r.Sweep...)
 		sort.SliceStable(pts, func(i, j int) bool {
 			if pts[i].System != pts[j].System {
@@ -208,23 +217,7 @@ func (r *Report) Markdown(plots []string) string {
 		}
 	}
 	if t := r.Tuning; t != nil {
-		fmt.Fprintf(&b, "\n**Ingest settings compared** (each configuration a separate ingest process, visited in rotating order, %d rounds of %.0f s; medians, rounds in brackets):\n\n", t.Rounds, t.Seconds)
-		b.WriteString("| configuration |")
-		for _, w := range t.Workloads {
-			fmt.Fprintf(&b, " %s |", w)
-		}
-		b.WriteString("\n|---|" + strings.Repeat("---|", len(t.Workloads)) + "\n")
-		for _, row := range t.Rows {
-			fmt.Fprintf(&b, "| %s |", row.Config)
-			for w, m := range row.Medians {
-				var rs []string
-				for _, x := range row.Rounds[w] {
-					rs = append(rs, num(x))
-				}
-				fmt.Fprintf(&b, " %s (%s) |", num(m), strings.Join(rs, ", "))
-			}
-			b.WriteString("\n")
-		}
+		b.WriteString("\n" + t.Markdown())
 	}
 	if len(plots) > 0 {
 		b.WriteString("\n")
@@ -250,18 +243,49 @@ func (r *Report) Markdown(plots []string) string {
 	return b.String()
 }
 
-// Markers delimit the generated part of BENCHMARKS.md; the rest of the file is written by hand.
+// Markdown renders the comparison of ingest settings: a table of medians, every round's figure
+// in brackets.
+func (t *Tuning) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "**Ingest settings compared** (each configuration a separate ingest process, visited in rotating order, %d rounds of %.0f s; medians, rounds in brackets):\n\n", t.Rounds, t.Seconds)
+	b.WriteString("| configuration |")
+	for _, w := range t.Workloads {
+		fmt.Fprintf(&b, " %s |", w)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---|", len(t.Workloads)) + "\n")
+	for _, row := range t.Rows {
+		fmt.Fprintf(&b, "| %s |", row.Config)
+		for w, m := range row.Medians {
+			var rs []string
+			for _, x := range row.Rounds[w] {
+				rs = append(rs, num(x))
+			}
+			fmt.Fprintf(&b, " %s (%s) |", num(m), strings.Join(rs, ", "))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// Markers delimit the generated results of BENCHMARKS.md; the rest of the file is written by
+// hand, but for the other generated sections (SpliceSection).
 const (
 	BeginMarker = "<!-- bench:results:begin (generated by scripts/bench.sh; edits inside are overwritten) -->"
 	EndMarker   = "<!-- bench:results:end -->"
 )
 
-// Splice replaces the generated section of doc with section, or appends it with its markers
-// when doc has none.
-func Splice(doc []byte, section string) []byte {
-	begin := bytes.Index(doc, []byte(BeginMarker))
-	end := bytes.Index(doc, []byte(EndMarker))
-	block := BeginMarker + "\n" + strings.TrimRight(section, "\n") + "\n" + EndMarker
+// Splice replaces the generated results section of doc with section, or appends it with its
+// markers when doc has none.
+func Splice(doc []byte, section string) []byte { return SpliceSection(doc, "results", section) }
+
+// SpliceSection replaces the generated section called name (between its begin and end markers)
+// with section, or appends it with its markers when doc has none.
+func SpliceSection(doc []byte, name, section string) []byte {
+	open := "<!-- bench:" + name + ":begin (generated by scripts/bench.sh; edits inside are overwritten) -->"
+	closing := "<!-- bench:" + name + ":end -->"
+	begin := bytes.Index(doc, []byte(open))
+	end := bytes.Index(doc, []byte(closing))
+	block := open + "\n" + strings.TrimRight(section, "\n") + "\n" + closing
 	if begin < 0 || end < begin {
 		out := bytes.TrimRight(doc, "\n")
 		if len(out) > 0 {
@@ -272,7 +296,7 @@ func Splice(doc []byte, section string) []byte {
 	var out []byte
 	out = append(out, doc[:begin]...)
 	out = append(out, block...)
-	return append(out, doc[end+len(EndMarker):]...)
+	return append(out, doc[end+len(closing):]...)
 }
 
 func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

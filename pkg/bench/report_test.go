@@ -109,3 +109,77 @@ func TestSaturatesAtIgnoresATransient(t *testing.T) {
 		t.Fatalf("spillway kept up: %v", got)
 	}
 }
+
+func TestMarkdownSaysHowRatiosReadAndWhatTheSweepCounts(t *testing.T) {
+	r := &Report{Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(2.5)}}, Sweep: []SweepPoint{{System: "naive", Offered: 1000, PGConns: 42}}}
+	md := r.Markdown(nil)
+	for _, want := range []string{"higher is better for Spillway", "the baseline's p99 ÷ Spillway's (S8)", "| 2.50× |",
+		"pooled PostgreSQL connections open (max) |", "| 42 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("missing %q in:\n%s", want, md)
+		}
+	}
+}
+
+// Stored runs of both report versions read alike: version 0 wrote S8's ratio the other way round
+// and S3's as a load; the history turns S8's around and takes the other figures from the raw results.
+func TestHistoryOfStoredRuns(t *testing.T) {
+	dir := t.TempDir()
+	old := &Report{Date: "2026-11-27 19:07 UTC", Machine: Machine{LoadBefore: "6.57 5 4", LoadAfter: "4.57 4 4"},
+		RawESBest: &RawBulkResult{DocsPerSecond: 61803.4},
+		Scenarios: []Scenario{{ID: "S1", Ratio: Ptr(0.54)}, {ID: "S3", Ratio: Ptr(0.07)}, {ID: "S6", Ratio: Ptr(0.561)}, {ID: "S8a", Ratio: Ptr(2.5)}},
+		Runs: map[string]any{
+			"S3":         map[string]any{"latency_ms": map[string]any{"p99": 414.2}, "events_per_second": 2000.1, "visibility_ms": map[string]any{"p99": 1406.0}, "search_latency_ms": map[string]any{"p99": 213.0}},
+			"S6":         map[string]any{"rows_per_second": 30436.2},
+			"S7_summary": map[string]any{"max_rss_bytes": 224e6, "lost": 0},
+		}}
+	cur := &Report{Version: ReportVersion, Date: "2026-11-27 20:13 UTC", Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(3.82)}}, Runs: map[string]any{}}
+	for _, r := range []*Report{cur, old} {
+		if err := r.WriteJSON(filepath.Join(dir, RunFile(r))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if RunFile(old) != "20261127T1907Z.json" {
+		t.Fatalf("file name %q", RunFile(old))
+	}
+	runs, err := LoadRuns(dir)
+	if err != nil || len(runs) != 2 || runs[0].Date != old.Date {
+		t.Fatalf("%d runs, %v", len(runs), err)
+	}
+	md := History(runs)
+	for _, want := range []string{
+		"| 2026-11-27 19:07 UTC | 6.57 → 4.57 | 61,803 | 0.54× | — | 414 / 2,000 | 1406 | 213 | 30,436 (0.56×) | 224, 0 | 0.40× | — |",
+		"| 2026-11-27 20:13 UTC | ? → ? | — | — | — | — | — | — | — | — | 3.82× | — |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("missing %q in:\n%s", want, md)
+		}
+	}
+	if strings.Index(md, "20:13") > strings.Index(md, "19:07") {
+		t.Error("the newest run should come first")
+	}
+	if runs, err := LoadRuns(filepath.Join(dir, "none")); err != nil || len(runs) != 0 {
+		t.Fatalf("a missing directory: %d runs, %v", len(runs), err)
+	}
+}
+
+func TestSpliceSectionsAreIndependent(t *testing.T) {
+	doc := []byte("# B\n\nintro\n")
+	doc = Splice(doc, "results 1")
+	doc = SpliceSection(doc, "runs", "runs 1")
+	doc = SpliceSection(doc, "tuning", (&Tuning{Rounds: 3, Seconds: 10, Workloads: []string{"S1-shaped"},
+		Rows: []TuneRow{{Config: "defaults", Medians: []float64{15104}, Rounds: [][]float64{{4503, 20776, 15104}}}}}).Markdown())
+	doc = Splice(doc, "results 2")
+	doc = SpliceSection(doc, "runs", "runs 2")
+	out := string(doc)
+	for _, want := range []string{"intro", "results 2", "runs 2", "| defaults | 15,104 (4,503, 20,776, 15,104) |", "3 rounds of 10 s"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	for _, gone := range []string{"results 1", "runs 1"} {
+		if strings.Contains(out, gone) {
+			t.Errorf("%q was not replaced:\n%s", gone, out)
+		}
+	}
+}

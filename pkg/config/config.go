@@ -62,6 +62,10 @@ type HTTP struct {
 	MaxConnections    int           `mapstructure:"max_connections"`
 	// ShutdownGrace bounds a graceful stop: stop intake, drain, close. Heroku gives 30 s.
 	ShutdownGrace time.Duration `mapstructure:"shutdown_grace"`
+	// DrainDelay is the first part of the grace: /readyz fails and new requests get 503 with
+	// Retry-After while the listener still accepts, so that a load balancer notices before
+	// connections are refused. 0: the listener closes at once.
+	DrainDelay time.Duration `mapstructure:"drain_delay"`
 }
 
 // Elasticsearch configures the connection to the cluster and the event indices.
@@ -180,6 +184,9 @@ func (c *Config) Validate() error {
 	positiveDur(bad, "http.read_timeout", c.HTTP.ReadTimeout)
 	positiveDur(bad, "http.idle_timeout", c.HTTP.IdleTimeout)
 	positiveDur(bad, "http.shutdown_grace", c.HTTP.ShutdownGrace)
+	if c.HTTP.DrainDelay < 0 || c.HTTP.DrainDelay >= c.HTTP.ShutdownGrace {
+		bad("http.drain_delay", "must be at least 0 and less than http.shutdown_grace (%s), of which it is the first part", c.HTTP.ShutdownGrace)
+	}
 	if c.HTTP.WriteTimeout < 0 {
 		bad("http.write_timeout", "must not be negative")
 	}

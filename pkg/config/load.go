@@ -40,6 +40,7 @@ func defaults(role Role) map[string]any {
 		"http.max_header_bytes":    "64KiB",
 		"http.max_connections":     4096,
 		"http.shutdown_grace":      25 * time.Second,
+		"http.drain_delay":         0 * time.Second,
 
 		"elasticsearch.urls":             []string{"http://127.0.0.1:9200"},
 		"elasticsearch.username":         "",

@@ -361,6 +361,10 @@ func (w *BulkWriter) Close(ctx context.Context) error {
 	return errors.Join(<-errs, <-errs)
 }
 
+// EncodeDoc is an event's document exactly as ingest writes it with _bulk: the benchmark's
+// raw baselines send the same bytes.
+func EncodeDoc(e event.Event) ([]byte, error) { return encodeDoc(e) }
+
 // encodeDoc is ToDoc as JSON, without HTML escaping, with the payload appended as it is: the
 // decoder has validated and compacted it, and re-encoding a RawMessage would scan it twice more
 // (it was the largest CPU cost of ingest). A payload with a raw line break, which would break

@@ -171,8 +171,24 @@ func (r *recorder) summaryByStatus() map[string]Percentiles {
 	return out
 }
 
+// clock is the time of a run's schedule and latencies: the wall clock, or a fake one in tests.
+type clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                         { return time.Now() }
+func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// testHookLoopDone, when set (by tests), is called once the open-loop scheduler stops sending.
+var testHookLoopDone func()
+
 // Run executes the load described by cfg until its duration has passed or ctx ends.
-func Run(ctx context.Context, cfg Config) (*Result, error) {
+func Run(ctx context.Context, cfg Config) (*Result, error) { return run(ctx, cfg, wallClock{}) }
+
+func run(ctx context.Context, cfg Config, clk clock) (*Result, error) {
 	cfg.defaults()
 	if cfg.IngestURL == "" {
 		return nil, fmt.Errorf("loadgen: IngestURL is required")
@@ -190,8 +206,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var events, requests atomic.Int64
 	var ackMu sync.Mutex
 
-	runCtx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	expired := clk.After(cfg.Duration)
+	go func() {
+		select {
+		case <-expired:
+			cancel()
+		case <-runCtx.Done():
+		}
+	}()
 	if cfg.Until != nil {
 		go func() {
 			select {
@@ -215,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		body, ids := gen.request()
 		// Requests in flight when the run ends still finish and count (bounded by cfg.Timeout).
 		status, err := post(ctx, client, cfg, body)
-		lat := time.Since(intended)
+		lat := clk.Now().Sub(intended)
 		requests.Add(1)
 		if err != nil {
 			rec.add(lat, "error")
@@ -237,7 +261,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 
-	start := time.Now()
+	start := clk.Now()
 	res := &Result{Concurrency: cfg.Concurrency, EventsPerRequest: cfg.EventsPerRequest, EventSize: cfg.EventSize}
 	var wg sync.WaitGroup
 	if cfg.Rate > 0 {
@@ -248,11 +272,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	loop:
 		for i := 0; ; i++ {
 			intended := start.Add(time.Duration(i) * interval)
-			if d := time.Until(intended); d > 0 {
+			if d := intended.Sub(clk.Now()); d > 0 {
 				select {
 				case <-runCtx.Done():
 					break loop
-				case <-time.After(d):
+				case <-clk.After(d):
 				}
 			}
 			select {
@@ -271,9 +295,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		// Sends that were due while every slot was busy, up to the end of the run (Duration, or
 		// earlier through Until). A send not yet due at the end is not counted.
 		if !overdue.IsZero() {
-			end := start.Add(min(time.Since(start), cfg.Duration))
+			end := start.Add(min(clk.Now().Sub(start), cfg.Duration))
 			// A send can be due a hair after the end when the deadline's timer fires late.
 			res.Unsent = max(0, int64(end.Sub(overdue)/interval)+1)
+		}
+		if testHookLoopDone != nil {
+			testHookLoopDone()
 		}
 	} else {
 		res.Mode = "closed-loop"
@@ -282,13 +309,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			go func() {
 				defer wg.Done()
 				for runCtx.Err() == nil {
-					send(time.Now())
+					send(clk.Now())
 				}
 			}()
 		}
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := clk.Now().Sub(start)
 	vis.wait()
 	bg.Wait()
 

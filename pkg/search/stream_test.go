@@ -25,6 +25,7 @@ type fakeFeed struct {
 	mu     sync.Mutex
 	shards []*fakeShard
 	fail   bool
+	failed int // Shards calls refused while failing: polls that found Elasticsearch down
 	reads  int
 	full   int // reads cut at their size
 }
@@ -47,15 +48,29 @@ func newFakeFeed(shards ...string) *fakeFeed {
 }
 
 // add appends an event to shard i, ingested now, and returns its id.
-func (f *fakeFeed) add(i int, client, typ string) string {
+func (f *fakeFeed) add(i int, client, typ string) string { return f.addAt(i, client, typ, time.Now()) }
+
+// addBefore appends an event ingested a millisecond ago: before any subscription made after
+// the call, at the storage's microsecond precision too.
+func (f *fakeFeed) addBefore(i int, client, typ string) string {
+	return f.addAt(i, client, typ, time.Now().Add(-time.Millisecond))
+}
+
+func (f *fakeFeed) addAt(i int, client, typ string, ingested time.Time) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	sh := f.shards[i]
 	seq := int64(len(sh.docs))
 	id := fmt.Sprintf("%d-%06d", i, seq)
-	now := time.Now()
-	sh.docs = append(sh.docs, esstore.FeedDoc{SeqNo: seq, Doc: esstore.ToDoc(event.Event{ID: id, ClientID: client, Type: typ, Timestamp: now, IngestedAt: now})})
+	sh.docs = append(sh.docs, esstore.FeedDoc{SeqNo: seq, Doc: esstore.ToDoc(event.Event{ID: id, ClientID: client, Type: typ, Timestamp: ingested, IngestedAt: ingested})})
 	return id
+}
+
+// failedPolls is how many polls found Elasticsearch down (Shards refused).
+func (f *fakeFeed) failedPolls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
 }
 
 // addIndex adds a shard of a new index; dropIndex deletes an index.
@@ -87,6 +102,7 @@ func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail {
+		f.failed++
 		return nil, fmt.Errorf("shards: %w", event.ErrUnavailable)
 	}
 	var out []esstore.Shard
@@ -168,8 +184,7 @@ func testStreamResumesExactlyOnceAcrossReplicas(t *testing.T, shared bool) []*se
 	q := url.Values{"clientId": {"a"}}
 
 	// Events ingested before the subscription are not streamed.
-	feed.add(0, "a", "")
-	time.Sleep(2 * time.Millisecond) // the next microsecond: ingestedAt is compared at storage precision
+	feed.addBefore(0, "a", "")
 	st := replicas[0].openStream(t, q, "")
 	first := st.next(t)
 	if first.data != "" || first.id == "" {
@@ -400,13 +415,40 @@ func TestStreamCapHeartbeatErrorsAndShutdown(t *testing.T) {
 		t.Fatal("no heartbeat")
 	}
 
-	// Outliving the server's read timeout (200ms in these tests) does not end the stream.
-	time.Sleep(time.Second)
+	// Outliving the server's read timeout (200ms in these tests) does not end the stream: once
+	// five of them have passed, a new heartbeat still arrives.
+	outlived := time.After(time.Second)
+wait:
+	for {
+		select {
+		case <-st.comments: // keep the buffer from filling with old ones
+		case <-outlived:
+			break wait
+		}
+	}
+drain:
+	for {
+		select {
+		case <-st.comments:
+		default:
+			break drain
+		}
+	}
+	select {
+	case <-st.comments:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no heartbeat once the read timeout had passed: the stream ended")
+	}
 
-	// Elasticsearch failing: the stream stays open and catches up when it returns.
+	// Elasticsearch failing: the stream stays open, and catches up when it returns.
 	feed.setFail(true)
 	id := feed.add(0, "a", "")
-	time.Sleep(5 * cfg.StreamPoll)
+	failed := feed.failedPolls()
+	for deadline := time.Now().Add(30 * time.Second); feed.failedPolls() < failed+3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the poller did not poll while Elasticsearch failed")
+		}
+	}
 	feed.setFail(false)
 	if e, _ := st.nextEvent(t); e.ID != id {
 		t.Fatalf("after recovery: %+v", e)
@@ -473,8 +515,7 @@ func TestStreamTakesNewEventsFromSharedWindows(t *testing.T) {
 	cfg := testConfig()
 	cfg.StreamPoll = 500 * time.Millisecond
 	srv := startServer(t, &fakeStore{t: t}, feed, cfg)
-	feed.add(0, "a", "x")            // ingested before the subscription: not streamed
-	time.Sleep(2 * time.Millisecond) // the next microsecond: ingestedAt is compared at storage precision
+	feed.addBefore(0, "a", "x") // ingested before the subscription: not streamed
 	st := srv.openStream(t, url.Values{"clientId": {"a"}, "type": {"x"}}, "")
 	st.next(t) // the start token
 	reads := func() (window, own float64) {
