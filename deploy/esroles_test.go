@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -37,13 +38,13 @@ func TestMain(m *testing.M) {
 
 // esRole is one role of the file realm's roles.yml (the fields Spillway's roles use).
 type esRole struct {
-	Cluster []string        `yaml:"cluster"`
-	Indices []esIndicesPriv `yaml:"indices"`
+	Cluster []string        `yaml:"cluster" json:"cluster"`
+	Indices []esIndicesPriv `yaml:"indices" json:"indices"`
 }
 
 type esIndicesPriv struct {
-	Names      []string `yaml:"names"`
-	Privileges []string `yaml:"privileges"`
+	Names      []string `yaml:"names" json:"names"`
+	Privileges []string `yaml:"privileges" json:"privileges"`
 }
 
 // The three roles of mappings/elasticsearch/roles.yml, by service.
@@ -687,6 +688,39 @@ func postUntilStreamed(t *testing.T, ingestURL string, seen <-chan string, strea
 			postEvents(t, ingestURL, "", []map[string]any{{"id": fmt.Sprintf("streamed-%d", n), "clientId": "c1", "timestamp": time.Now().UTC().Format(time.RFC3339Nano)}})
 		case <-deadline:
 			t.Fatalf("%d of %d live streams received an event", got, streams)
+		}
+	}
+}
+
+// TestElasticsearchRolesDoc: the role bodies docs/elasticsearch.md gives for the security API
+// are roles.yml's, and the table names every privilege.
+func TestElasticsearchRolesDoc(t *testing.T) {
+	roles := loadESRoles(t)
+	doc := string(readFile(t, "docs/elasticsearch.md"))
+	bodies := regexp.MustCompile(`(?m)^PUT _security/role/(\S+)\n(\{.*\})$`).FindAllStringSubmatch(doc, -1)
+	seen := map[string]bool{}
+	for _, m := range bodies {
+		var got esRole
+		dec := json.NewDecoder(strings.NewReader(m[2]))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&got); err != nil {
+			t.Errorf("docs: role %s: %v", m[1], err)
+			continue
+		}
+		want, ok := roles[m[1]]
+		if !ok || !reflect.DeepEqual(got, want) {
+			t.Errorf("docs: role %s is %+v; roles.yml has %+v", m[1], got, want)
+		}
+		seen[m[1]] = true
+	}
+	for name, r := range roles {
+		if !seen[name] {
+			t.Errorf("docs/elasticsearch.md gives no PUT _security/role/%s", name)
+		}
+		for _, p := range r.privileges(name) {
+			if p.kind != "names" && !strings.Contains(doc, "`"+p.name+"`") {
+				t.Errorf("docs/elasticsearch.md does not mention %s", p)
+			}
 		}
 	}
 }

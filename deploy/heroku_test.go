@@ -8,9 +8,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/testenv"
@@ -423,5 +426,29 @@ func TestHerokuWorkerLauncher(t *testing.T) {
 		if err != nil || string(out) != tc.want {
 			t.Errorf("%v: %q %v, want %q", tc.env, out, err, tc.want)
 		}
+	}
+}
+
+// TestHerokuMetricsAgent: the agent configuration scrapes the admin listener both manifests set,
+// and takes Spillway's metrics.
+func TestHerokuMetricsAgent(t *testing.T) {
+	var conf struct {
+		Instances []struct {
+			Endpoint string   `yaml:"openmetrics_endpoint"`
+			Metrics  []string `yaml:"metrics"`
+		} `yaml:"instances"`
+	}
+	if err := yaml.Unmarshal(readFile(t, "datadog/conf.d/openmetrics.yaml"), &conf); err != nil || len(conf.Instances) != 1 {
+		t.Fatalf("datadog/conf.d/openmetrics.yaml: %v %+v", err, conf)
+	}
+	in := conf.Instances[0]
+	for _, h := range herokuApps {
+		addr := loadAppJSON(t, h.file).Env["SPILLWAY_HTTP_ADMIN_ADDR"].Value
+		if in.Endpoint != "http://"+addr+"/metrics" {
+			t.Errorf("the agent scrapes %s; %s serves metrics on %s", in.Endpoint, h.file, addr)
+		}
+	}
+	if !slices.Contains(in.Metrics, "spillway_.*") {
+		t.Errorf("metrics %v do not take spillway_*", in.Metrics)
 	}
 }
