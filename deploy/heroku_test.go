@@ -3,12 +3,14 @@ package deploy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -451,4 +453,48 @@ func TestHerokuMetricsAgent(t *testing.T) {
 	if !slices.Contains(in.Metrics, "spillway_.*") {
 		t.Errorf("metrics %v do not take spillway_*", in.Metrics)
 	}
+}
+
+// TestHerokuDocArithmetic recomputes docs/heroku.md's table of days each plan holds from the
+// measured figures, and checks the recipe's prune horizon and figures appear as tested.
+func TestHerokuDocArithmetic(t *testing.T) {
+	doc := string(readFile(t, "docs/heroku.md"))
+	days := func(plan string, bytesPerEvent int) string {
+		perDay := float64(eventsPerDay) * float64(bytesPerEvent) / 1e9
+		d := int(postgresStorageGB[plan]*diskFill/perDay) - 2
+		if d < 1 {
+			return "— (not even one)"
+		}
+		return strconv.Itoa(d)
+	}
+	rows := regexp.MustCompile(`(?m)^\| (standard-\d) \([^)]*\) \| ([^|]+) \| ([^|]+) \|$`).FindAllStringSubmatch(doc, -1)
+	if len(rows) < 5 {
+		t.Fatalf("docs/heroku.md: %d plan rows", len(rows))
+	}
+	for _, r := range rows {
+		if got, want := strings.TrimSpace(r[2]), days(r[1], eventSizes[0].Archive); got != want {
+			t.Errorf("docs/heroku.md: %s holds %s days of 5 KB events, the arithmetic says %s", r[1], got, want)
+		}
+		if got, want := strings.TrimSpace(r[3]), days(r[1], eventSizes[1].Archive); got != want {
+			t.Errorf("docs/heroku.md: %s holds %s days of 1 KB events, the arithmetic says %s", r[1], got, want)
+		}
+	}
+	for _, want := range []string{
+		fmt.Sprintf("archiver prune --older-than %dd --apply", archivePruneDays),
+		fmt.Sprintf("**%s B**", thousands(eventSizes[0].Archive)), fmt.Sprintf("**%s B**", thousands(eventSizes[0].Index)),
+		fmt.Sprintf("**%s B**", thousands(eventSizes[1].Archive)), fmt.Sprintf("**%s B**", thousands(eventSizes[1].Index)),
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("docs/heroku.md does not say %q", want)
+		}
+	}
+}
+
+// thousands writes n with a comma between thousands, as the documentation does.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	if len(s) > 3 {
+		return s[:len(s)-3] + "," + s[len(s)-3:]
+	}
+	return s
 }
