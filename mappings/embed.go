@@ -1,5 +1,5 @@
-// Package mappings holds the Elasticsearch index template and the PostgreSQL schema as files, so
-// that the binaries, the scripts and docker-compose share one copy of each.
+// Package mappings holds the Elasticsearch index template and roles and the PostgreSQL schema as
+// files, so that the binaries, the scripts, the tests and docker-compose share one copy of each.
 package mappings
 
 import (
@@ -14,6 +14,13 @@ import (
 //
 //go:embed elasticsearch/events-template.json
 var EventsTemplate []byte
+
+// ElasticsearchRoles are the least-privilege roles of the three services (spillway_ingest,
+// spillway_search, spillway_archiver) in the file-realm roles.yml format, for the default index
+// prefix "events" (docs/elasticsearch.md).
+//
+//go:embed elasticsearch/roles.yml
+var ElasticsearchRoles []byte
 
 //go:embed postgres/*.sql
 var postgresFS embed.FS

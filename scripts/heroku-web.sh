@@ -1,7 +1,7 @@
 #!/bin/sh
 # heroku-web.sh — the `web` process of a Heroku app. A Heroku app has one web process type, and
 # Spillway has two HTTP services, so each runs in its own app built from this one repository;
-# SPILLWAY_ROLE picks the binary (README, "Heroku"). exec: the service itself receives Heroku's
+# SPILLWAY_ROLE picks the binary (docs/heroku.md). exec: the service itself receives Heroku's
 # SIGTERM and drains within http.shutdown_grace (25 s) before Heroku's SIGKILL at 30 s. It
 # listens on $PORT (the configuration loader reads it).
 set -eu

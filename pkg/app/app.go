@@ -139,6 +139,9 @@ func (s *Service) WriteError(w http.ResponseWriter, r *http.Request, err error) 
 	httpx.WriteError(w, r, s.Logger, err)
 }
 
+// maxLoggedKeyNames is how many key names the start-up line lists.
+const maxLoggedKeyNames = 20
+
 // Authenticator loads the API keys of c for a service listening on addr, refusing — as a
 // usage error — to run without keys on a non-loopback address unless auth.insecure_no_auth is
 // set. Running open is logged as a warning; the keys themselves never are.
@@ -148,8 +151,12 @@ func Authenticator(c config.Auth, addr string, logger *slog.Logger) (*auth.Authe
 		return nil, &UsageError{Msg: err.Error()}
 	}
 	switch {
-	case a != nil:
+	case a != nil && a.Len() <= maxLoggedKeyNames:
 		logger.Info("API keys loaded: requests need a key", "keys", a.Len(), "names", a.Names())
+	case a != nil:
+		// Thousands of names would make one line longer than log routers take (Heroku's
+		// Logplex truncates lines at 10,000 bytes).
+		logger.Info("API keys loaded: requests need a key", "keys", a.Len(), "names", a.Names()[:maxLoggedKeyNames], "names_omitted", a.Len()-maxLoggedKeyNames)
 	case auth.IsLoopback(addr):
 		logger.Warn("no API keys configured: serving WITHOUT authentication, on loopback only; anyone on this machine can read and write events",
 			"addr", addr)

@@ -24,6 +24,8 @@ type ESCluster struct {
 	Nodes []*ESNode
 	// Password is the elastic user's password when the cluster was started WithSecurity.
 	Password string
+	roles    []byte     // WithFileRealm: roles.yml
+	users    []FileUser // WithFileRealm
 }
 
 // ESNode is one node of an ESCluster.
@@ -185,6 +187,9 @@ func StartES(t testing.TB, n int, heap string, opts ...ESOption) *ESCluster {
 				"cluster.initial_master_nodes: ["+strings.Join(masters, ", ")+"]")
 		}
 		if err := os.WriteFile(filepath.Join(conf, "elasticsearch.yml"), []byte(strings.Join(yml, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.writeFileRealm(conf); err != nil {
 			t.Fatal(err)
 		}
 		node.env = append(os.Environ(), "ES_JAVA_HOME="+in.java, "ES_PATH_CONF="+conf,

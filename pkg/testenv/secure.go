@@ -1,10 +1,16 @@
 package testenv
 
 import (
+	"crypto/pbkdf2"
+	"crypto/rand"
+	"crypto/sha512"
+	"encoding/base64"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -18,6 +24,83 @@ type ESOption func(*ESCluster)
 // clusters only (several nodes would need transport TLS).
 func WithSecurity(password string) ESOption {
 	return func(c *ESCluster) { c.Password = password }
+}
+
+// FileUser is a user of the file realm: a name, its password and the roles it holds.
+type FileUser struct {
+	Name, Password string
+	Roles          []string
+}
+
+// WithFileRealm gives a secured cluster (WithSecurity) the roles of roles.yml and the users:
+// the file realm's config/roles.yml, config/users and config/users_roles, written before the
+// nodes start — what `bin/elasticsearch-users useradd NAME -r ROLE` writes, without a JVM per
+// user. Passwords are stored as PBKDF2-HMAC-SHA512 hashes, a format the file realm reads.
+func WithFileRealm(roles []byte, users ...FileUser) ESOption {
+	return func(c *ESCluster) { c.roles, c.users = roles, users }
+}
+
+// writeFileRealm writes roles.yml, users and users_roles into a node's config directory.
+func (c *ESCluster) writeFileRealm(conf string) error {
+	if c.roles == nil && len(c.users) == 0 {
+		return nil
+	}
+	var users strings.Builder
+	byRole := map[string][]string{}
+	for _, u := range c.users {
+		hash, err := pbkdf2Hash(u.Password)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&users, "%s:%s\n", u.Name, hash)
+		for _, r := range u.Roles {
+			byRole[r] = append(byRole[r], u.Name)
+		}
+	}
+	var userRoles strings.Builder
+	names := make([]string, 0, len(byRole))
+	for r := range byRole {
+		names = append(names, r)
+	}
+	sort.Strings(names)
+	for _, r := range names {
+		fmt.Fprintf(&userRoles, "%s:%s\n", r, strings.Join(byRole[r], ","))
+	}
+	for name, body := range map[string][]byte{"roles.yml": c.roles, "users": []byte(users.String()), "users_roles": []byte(userRoles.String())} {
+		if err := os.WriteFile(filepath.Join(conf, name), body, 0o640); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pbkdf2Hash is Elasticsearch's "{PBKDF2}<iterations>$<salt>$<key>" form of a password
+// (PBKDF2 with HMAC-SHA512, a 32-byte salt and a 256-bit key, base64).
+func pbkdf2Hash(password string) (string, error) {
+	const iterations = 10000
+	salt := make([]byte, 32)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	key, err := pbkdf2.Key(sha512.New, password, salt, iterations, 32)
+	if err != nil {
+		return "", err
+	}
+	enc := base64.StdEncoding.EncodeToString
+	return fmt.Sprintf("{PBKDF2}%d$%s$%s", iterations, enc(salt), enc(key)), nil
+}
+
+// DeprecationLog is what the cluster's nodes wrote to their deprecation logs so far (JSON lines):
+// a test can check that what it did uses nothing the next major version removes.
+func (c *ESCluster) DeprecationLog() string {
+	var b strings.Builder
+	for _, n := range c.Nodes {
+		log, err := os.ReadFile(filepath.Join(n.dir, "logs", "spillway-test_deprecation.json"))
+		if err == nil {
+			b.Write(log)
+		}
+	}
+	return b.String()
 }
 
 func (c *ESCluster) securitySettings() []string {
