@@ -8,6 +8,7 @@
 //	archiver retention --older-than 45d [--apply] drop verified daily indices; exit 1 if one is kept
 //	archiver prune --older-than 400d [--apply]   drop archive day partitions past the horizon and the cold boundary
 //	archiver migrate [--batch N]                 move a version-1 archive into day partitions, verify, drop it
+//	archiver import --file F.ndjson | --table T  load history older than the ingest horizon into the archive
 package main
 
 import (
@@ -39,8 +40,12 @@ type flags struct {
 	// retention, prune
 	olderThan string
 	apply     bool
-	// migrate
+	// migrate, import
 	batch int
+	// import
+	files                     []string
+	table, sourceURL, columns string
+	again                     bool
 }
 
 func main() {
@@ -52,9 +57,14 @@ func main() {
 	f.fs.BoolVar(&f.json, "json", false, "status, retention, prune: print JSON")
 	f.fs.StringVar(&f.olderThan, "older-than", "", "retention, prune: drop days wholly older than this (e.g. 45d, 1080h)")
 	f.fs.BoolVar(&f.apply, "apply", false, "retention, prune: act (default: only list what would happen)")
-	f.fs.IntVar(&f.batch, "batch", 10000, "migrate: rows moved per transaction")
+	f.fs.IntVar(&f.batch, "batch", 10000, "migrate, import: rows per transaction")
+	f.fs.StringSliceVar(&f.files, "file", nil, "import: NDJSON file of events (repeatable; read in order)")
+	f.fs.StringVar(&f.table, "table", "", "import: PostgreSQL table (or schema.table) of events")
+	f.fs.StringVar(&f.sourceURL, "source-url", "", "import: database of --table (default postgres.url)")
+	f.fs.StringVar(&f.columns, "columns", "", "import: field=column for --table, e.g. id=event_id,clientId=client,timestamp=created_at,payload=data,type= (defaults: id, client_id, type, ts, payload)")
+	f.fs.BoolVar(&f.again, "again", false, "import: import a source that was imported before once more")
 	f.fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2 | retention --older-than D [--apply] [--json] | prune --older-than D [--apply] [--json] | migrate [--batch N]] [--<config.key> value ...]\n")
+		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2 | retention --older-than D [--apply] [--json] | prune --older-than D [--apply] [--json] | migrate [--batch N] | import (--file F ... | --table T [--source-url U] [--columns M]) [--again]] [--<config.key> value ...]\n")
 		f.fs.PrintDefaults()
 	}
 	os.Exit(app.Main(config.RoleArchiver, f.fs, os.Args[1:], f.run))
@@ -69,12 +79,13 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 		return &app.UsageError{Msg: fmt.Sprintf("unexpected arguments %q", args[1:])}
 	}
 	allowed := map[string][]string{"run": nil, "verify": {"from", "to", "bucket", "repair"}, "status": {"json"}, "backfill": {"from", "to"},
-		"retention": {"older-than", "apply", "json"}, "prune": {"older-than", "apply", "json"}, "migrate": {"batch"}}
+		"retention": {"older-than", "apply", "json"}, "prune": {"older-than", "apply", "json"}, "migrate": {"batch"},
+		"import": {"file", "table", "source-url", "columns", "batch", "again"}}
 	own, ok := allowed[cmd]
 	if !ok {
-		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill, retention, prune, migrate)", cmd)}
+		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill, retention, prune, migrate, import)", cmd)}
 	}
-	for _, name := range []string{"from", "to", "bucket", "repair", "json", "older-than", "apply", "batch"} {
+	for _, name := range []string{"from", "to", "bucket", "repair", "json", "older-than", "apply", "batch", "file", "table", "source-url", "columns", "again"} {
 		if f.fs.Changed(name) && !contains(own, name) {
 			return &app.UsageError{Msg: fmt.Sprintf("--%s does not apply to %s", name, cmd)}
 		}
@@ -101,6 +112,8 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 		return f.prune(ctx, cfg, logger)
 	case "migrate":
 		return f.migrate(ctx, cfg, logger)
+	case "import":
+		return f.importHistory(ctx, cfg, logger)
 	}
 	return serve(ctx, cfg, logger)
 }

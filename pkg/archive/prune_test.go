@@ -15,7 +15,9 @@ import (
 type fakeIndices []esstore.Index
 
 func (f fakeIndices) Indices(context.Context) ([]esstore.Index, error) { return f, nil }
-func (f fakeIndices) DeleteIndex(context.Context, string) error         { return errors.New("unexpected delete") }
+func (f fakeIndices) DeleteIndex(context.Context, string) error {
+	return errors.New("unexpected delete")
+}
 
 // fakeBoundary is a fixed cold boundary (zero: none recorded).
 type fakeBoundary time.Time
