@@ -111,10 +111,12 @@ func refused(err error) bool {
 	return errors.As(err, &e) && (len(e.Details) > 0 && e.Status < 500 || e.Status == http.StatusRequestEntityTooLarge)
 }
 
-// maxListed bounds the lines a summary lists, for a file where every line fails.
+// maxListed bounds the refused lines a summary lists, for an input where every line is wrong.
 const maxListed = 1000
 
-// print writes the summary and returns the exit code.
+// print writes the summary and returns the exit code. Refused lines are listed one by one;
+// failures, which are the service's or the network's and come in whole batches, once per
+// error with the lines they cover.
 func (s *summary) print(w io.Writer, st client.IndexerStats) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -123,14 +125,29 @@ func (s *summary) print(w io.Writer, st client.IndexerStats) int {
 		fmt.Fprintf(w, ", %d failed", len(s.failed))
 	}
 	fmt.Fprintln(w)
-	all := append(append([]lineError(nil), s.refused...), s.failed...)
-	slices.SortFunc(all, func(a, b lineError) int { return cmp.Or(a.file-b.file, a.line-b.line) })
-	for i, le := range all {
+	byPosition := func(a, b lineError) int { return cmp.Or(a.file-b.file, a.line-b.line) }
+	slices.SortFunc(s.refused, byPosition)
+	for i, le := range s.refused {
 		if i == maxListed {
-			fmt.Fprintf(w, "… and %d more\n", len(all)-maxListed)
+			fmt.Fprintf(w, "… and %d more refused lines\n", len(s.refused)-maxListed)
 			break
 		}
-		fmt.Fprintf(w, "%s:%d: %s\n", le.name, le.line, strings.TrimPrefix(le.err.Error(), "client: "))
+		fmt.Fprintf(w, "%s:%d: %s\n", le.name, le.line, message(le.err))
+	}
+	slices.SortFunc(s.failed, byPosition)
+	var order []string
+	groups := map[string][]lineError{}
+	for _, le := range s.failed {
+		m := message(le.err)
+		if groups[m] == nil {
+			order = append(order, m)
+		}
+		groups[m] = append(groups[m], le)
+	}
+	for _, m := range order {
+		g := groups[m]
+		first, last := g[0], g[len(g)-1]
+		fmt.Fprintf(w, "%d failed, %s:%d to %s:%d: %s\n", len(g), first.name, first.line, last.name, last.line, m)
 	}
 	switch {
 	case len(s.failed) > 0:
@@ -140,6 +157,18 @@ func (s *summary) print(w io.Writer, st client.IndexerStats) int {
 	}
 	return exitOK
 }
+
+func message(err error) string { return strings.TrimPrefix(err.Error(), "client: ") }
+
+// failing reports whether a request has failed for good: the service is down or refuses the
+// credentials, and reading on would only fail more events.
+func (s *summary) failing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.failed) > 0
+}
+
+var errStopped = errors.New("a request failed (see below); the rest of the input was not read")
 
 // postFile reads one input and adds its events. It returns exitUsage when the input cannot be
 // read, exitFailure when Add fails (ctx ended), exitOK otherwise: refused lines are counted in
@@ -172,6 +201,9 @@ func (s *summary) postFile(ctx context.Context, e env, ix client.Indexer, index 
 	add := func(line int, raw []byte) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if s.failing() {
+			return errStopped
 		}
 		s.mu.Lock()
 		s.read++
