@@ -68,6 +68,22 @@ func (q *query) build(now time.Time) (client.Query, error) {
 	return out, nil
 }
 
+// start parses args and builds the query and the client; when c is nil the command ends with
+// code.
+func (q *query) start(f *flags, args []string) (cq client.Query, c *client.Client, code int) {
+	if ok, code := f.parse(args); !ok {
+		return cq, nil, code
+	}
+	cq, err := q.build(time.Now())
+	if err != nil {
+		return cq, nil, f.usageError("%v", err)
+	}
+	if c, err = f.client(client.Options{}); err != nil {
+		return cq, nil, f.usageError("%v", err)
+	}
+	return cq, c, exitOK
+}
+
 // parseTime reads an RFC 3339 time, "now", or a negative duration ("-1h": an hour ago).
 func parseTime(s string, now time.Time) (time.Time, error) {
 	switch {
@@ -92,21 +108,14 @@ func list(ctx context.Context, args []string, e env) int {
 	desc := f.Bool("desc", false, "newest first")
 	pageSize := f.Int("page-size", 1000, "events per request (at most search.max_limit, 1,000 by default)")
 	output := f.String("output", "ndjson", "ndjson (one event per line) or table")
-	if ok, code := f.parse(args); !ok {
+	cq, c, code := q.start(f, args)
+	if c == nil {
 		return code
-	}
-	cq, err := q.build(time.Now())
-	if err != nil {
-		return f.usageError("%v", err)
 	}
 	if *output != "ndjson" && *output != "table" {
 		return f.usageError("--output must be ndjson or table, got %q", *output)
 	}
 	cq.Desc, cq.Limit = *desc, *pageSize
-	c, err := f.client(client.Options{})
-	if err != nil {
-		return f.usageError("%v", err)
-	}
 	w := bufio.NewWriter(e.stdout)
 	write := func(ev client.Event) error { return writeEvent(w, ev) }
 	var tw *tabwriter.Writer
@@ -144,16 +153,9 @@ func count(ctx context.Context, args []string, e env) int {
 	f := newFlags(e, "count [flags]", "Print the exact number of events that match.")
 	var q query
 	q.flags(f, true)
-	if ok, code := f.parse(args); !ok {
+	cq, c, code := q.start(f, args)
+	if c == nil {
 		return code
-	}
-	cq, err := q.build(time.Now())
-	if err != nil {
-		return f.usageError("%v", err)
-	}
-	c, err := f.client(client.Options{})
-	if err != nil {
-		return f.usageError("%v", err)
 	}
 	n, err := c.Count(ctx, cq)
 	if err != nil {
@@ -171,19 +173,11 @@ func tail(ctx context.Context, args []string, e env) int {
 	var q query
 	q.flags(f, false)
 	last := f.String("last-event-id", "", "continue after this token (printed by an earlier tail) instead of starting now")
-	if ok, code := f.parse(args); !ok {
+	cq, c, code := q.start(f, args)
+	if c == nil {
 		return code
 	}
-	cq, err := q.build(time.Now())
-	if err != nil {
-		return f.usageError("%v", err)
-	}
-	c, err := f.client(client.Options{})
-	if err != nil {
-		return f.usageError("%v", err)
-	}
 	token := *last
-	code := exitOK
 	for ev, err := range c.Stream(ctx, cq, token) {
 		if err != nil {
 			if ctx.Err() == nil { // an interrupt is how tail ends

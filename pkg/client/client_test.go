@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -228,5 +231,17 @@ func TestEncodeRefusesInvalidUTF8(t *testing.T) {
 	c, _ := New(Options{})
 	if _, err := c.Post(context.Background(), []Event{{ClientID: "a\xff"}}); err == nil || !strings.Contains(err.Error(), "clientId is not valid UTF-8") {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestCertificateErrorsAreFinal: a certificate that does not verify will not verify next time.
+func TestCertificateErrorsAreFinal(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake
+	srv.StartTLS()
+	defer srv.Close()
+	c, clk := newClient(t, srv, Options{})
+	if _, err := c.Count(context.Background(), Query{ClientIDs: []string{"a"}}); err == nil || len(clk.sleeps()) != 0 {
+		t.Fatalf("error %v after sleeping %v", err, clk.sleeps())
 	}
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -92,10 +93,12 @@ func retryable(err error) bool {
 		return false
 	}
 	// A 2xx answer that is not the JSON we expect will not become so: this is not a Spillway
-	// service. An answer cut short, or none at all, may arrive complete next time.
+	// service; nor will a certificate that does not verify. An answer cut short, or none at
+	// all, may arrive complete next time.
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
-	return !errors.As(err, &se) && !errors.As(err, &te) && !errors.Is(err, errMalformed)
+	var ce *tls.CertificateVerificationError
+	return !errors.As(err, &se) && !errors.As(err, &te) && !errors.Is(err, errMalformed) && !errors.As(err, &ce)
 }
 
 // errMalformed marks a 2xx answer that is valid JSON but not what the API answers.

@@ -10,6 +10,7 @@ import (
 	"iter"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -114,6 +115,10 @@ func (s *stream) connect(ctx context.Context, yield func(StreamEvent, error) boo
 	s.status = res.StatusCode
 	if res.StatusCode != http.StatusOK {
 		return false, false, s.c.errorFrom(res)
+	}
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		// Not a stream (a wrong URL?): reconnecting would only get the same answer again.
+		return false, false, fmt.Errorf("%w: Content-Type %q, not text/event-stream", errMalformed, ct)
 	}
 	// The server sends a heartbeat while idle: silence for much longer means a connection that
 	// died without being closed. Cancelling ends the read below, and the caller reconnects.

@@ -147,6 +147,14 @@ func TestStreamStopsWhenRefused(t *testing.T) {
 			t.Fatal("a stream with a page size started")
 		}
 	}
+
+	// A 200 that is not a stream (a wrong URL) would be the same answer at every reconnect.
+	f.conns = append(f.conns, func(w http.ResponseWriter, r *http.Request) { reply(w, 200, nil, map[string]any{"events": []Event{}}) })
+	for _, err := range c.Stream(context.Background(), Query{ClientIDs: []string{"c"}, Types: []string{"click"}}, "") {
+		if !errors.Is(err, errMalformed) || len(f.lastEventIDs()) != 2 {
+			t.Fatalf("error %v after %d connections", err, len(f.lastEventIDs()))
+		}
+	}
 }
 
 // TestStreamReconnectsWhenSilent: a connection that delivers nothing, not even heartbeats, for
