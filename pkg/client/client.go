@@ -183,6 +183,7 @@ type Error struct {
 	RequestID  string        // X-Request-Id, as the service logged it
 }
 
+// Error returns the message, status and code: "no event with this id (404 not_found)".
 func (e *Error) Error() string {
 	return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code)
 }
