@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -54,15 +55,7 @@ func (o *outcomes) succeeded() []string {
 func (o *outcomes) failed() map[string]error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return maps(o.errs)
-}
-
-func maps[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(o.errs)
 }
 
 // addAll adds events e0..e(n-1) of client "c" and closes the indexer.
