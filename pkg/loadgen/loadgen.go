@@ -4,6 +4,10 @@
 // the offered load (no coordinated omission). Closed-loop mode runs N clients back to back for
 // maximum throughput. It can also measure visibility (201 → found by search) and run a search
 // workload beside the ingest load.
+//
+// Requests are sent once each, raw, and deliberately not through pkg/client: what is measured
+// is the server's answer to each request — a 429 or 503 and its latency are results, which the
+// client's retries would hide and fold into the latency of a later success.
 package loadgen
 
 import (
