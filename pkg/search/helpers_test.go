@@ -46,7 +46,7 @@ func startServer(t testing.TB, store search.Store, feed search.Feed, cfg config.
 	reg := prometheus.NewRegistry()
 	svc := search.New(store, feed, cfg, nil, reg)
 	r := httpx.NewRouter()
-	r.Use(httpx.WithRequestID, httpx.NewMetrics(reg, "search").Middleware)
+	httpx.Use(r, httpx.WithRequestID, httpx.NewMetrics(reg, "search").Middleware)
 	svc.Mount(r)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -93,7 +93,7 @@ type errorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		Details []struct {
-			Index   int    `json:"index"`
+			Index   *int   `json:"index"` // absent for a parameter's problem
 			Field   string `json:"field"`
 			Message string `json:"message"`
 		} `json:"details"`
