@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
@@ -48,7 +49,7 @@ func serveWired(t *testing.T, cfg *config.Config) *served {
 	if admin := svc.Mount(); admin != nil {
 		s.admin = httptest.NewServer(admin)
 	}
-	srv := httptest.NewServer(svc.Router)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Ingest, svc.Router))
 	s.url = srv.URL
 	t.Cleanup(func() {
 		srv.Close()

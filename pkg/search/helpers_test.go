@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/search"
@@ -51,7 +52,7 @@ func startServer(t testing.TB, store search.Store, feed search.Feed, cfg config.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); svc.Run(ctx) }()
-	ts := httptest.NewUnstartedServer(r)
+	ts := httptest.NewUnstartedServer(apitest.Handler(t, apitest.Search, r))
 	// The binary's read timeout is 30 s; a short one here proves streams outlive it.
 	ts.Config.ReadTimeout = 200 * time.Millisecond
 	ts.Start()
