@@ -47,7 +47,7 @@ func serveWired(t *testing.T, cfg *config.Config) *served {
 	}
 	s := &served{svc: svc, logs: logs}
 	if admin := svc.Mount(); admin != nil {
-		s.admin = httptest.NewServer(admin)
+		s.admin = httptest.NewServer(apitest.Handler(t, apitest.Ingest, admin))
 	}
 	srv := httptest.NewServer(apitest.Handler(t, apitest.Ingest, svc.Router))
 	s.url = srv.URL

@@ -119,6 +119,7 @@ func (s *Service) Mount() (admin *mux.Router) {
 	}
 	if s.HTTP.AdminAddr != "" {
 		admin = httpx.NewRouter()
+		httpx.Use(admin, httpx.WithRequestID) // every response carries one, as api/openapi.yaml says
 		httpx.MountHealth(admin, s.Health)
 		httpx.MountAdmin(admin, s.Registry, true)
 		return admin
