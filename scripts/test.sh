@@ -16,4 +16,5 @@ scripts/compose-check.sh
 pkgs=./...
 if [ $# -gt 0 ] && [[ "$1" != -* ]]; then pkgs="$1"; shift; fi
 go test -race -count=1 -timeout 30m "$@" $pkgs
+[ "$pkgs" != ./... ] || scripts/contract.sh # the whole suite: also the API contract (docs/api-contract.md)
 echo "[test] passed"

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
@@ -46,9 +47,9 @@ func serveWired(t *testing.T, cfg *config.Config) *served {
 	}
 	s := &served{svc: svc, logs: logs}
 	if admin := svc.Mount(); admin != nil {
-		s.admin = httptest.NewServer(admin)
+		s.admin = httptest.NewServer(apitest.Handler(t, apitest.Ingest, admin))
 	}
-	srv := httptest.NewServer(svc.Router)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Ingest, svc.Router))
 	s.url = srv.URL
 	t.Cleanup(func() {
 		srv.Close()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/testenv"
 )
@@ -26,7 +27,8 @@ func TestMain(m *testing.M) {
 
 type proc struct {
 	*testenv.Process
-	url string
+	url    string
+	client *http.Client // checks every answer against api/openapi.yaml
 }
 
 // start runs the ingest binary against es with extra SPILLWAY_ environment settings and waits
@@ -35,13 +37,14 @@ func start(t *testing.T, es config.Elasticsearch, env ...string) *proc {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	environ := testenv.Env(append(testenv.ESEnv(es), "SPILLWAY_HTTP_ADDR="+addr, "SPILLWAY_HTTP_SHUTDOWN_GRACE=20s")...)
-	p := &proc{Process: testenv.StartProcess(t, "ingest", testenv.Build(t, "cmd/ingest"), append(environ, env...)), url: "http://" + addr}
+	p := &proc{Process: testenv.StartProcess(t, "ingest", testenv.Build(t, "cmd/ingest"), append(environ, env...)), url: "http://" + addr,
+		client: &http.Client{Transport: apitest.Transport(t, apitest.Ingest, nil)}}
 	p.WaitHTTP(t, p.url+"/readyz", time.Minute)
 	return p
 }
 
 func (p *proc) post(query string, body string) (int, []byte, error) {
-	res, err := http.Post(p.url+"/api/v1/events"+query, "application/x-ndjson", strings.NewReader(body))
+	res, err := p.client.Post(p.url+"/api/v1/events"+query, "application/x-ndjson", strings.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}

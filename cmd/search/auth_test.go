@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
@@ -43,7 +44,7 @@ func serveBuilt(t *testing.T, cfg *config.Config) (string, *testenv.SyncBuffer) 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); svc.Run(ctx) }()
-	srv := httptest.NewServer(service.Router)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Search, service.Router))
 	t.Cleanup(func() { cancel(); <-done; srv.Close() })
 	return srv.URL, logs
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
@@ -46,6 +47,7 @@ func TestRunServesAndShutsDownWithAnOpenStream(t *testing.T) {
 	go func() { errc <- run(runCtx, cfg, nil, slog.New(slog.DiscardHandler)) }()
 
 	base := "http://" + addr
+	client := &http.Client{Transport: apitest.Transport(t, apitest.Search, nil)} // checks answers against api/openapi.yaml
 	for i := 0; ; i++ {
 		res, err := http.Get(base + "/readyz")
 		if err == nil {
@@ -63,7 +65,7 @@ func TestRunServesAndShutsDownWithAnOpenStream(t *testing.T) {
 	var page struct {
 		Events []struct{ ID string } `json:"events"`
 	}
-	res, err := http.Get(base + "/api/v1/events?clientId=c")
+	res, err := client.Get(base + "/api/v1/events?clientId=c")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +74,7 @@ func TestRunServesAndShutsDownWithAnOpenStream(t *testing.T) {
 	}
 	res.Body.Close()
 
-	stream, err := http.Get(base + "/api/v1/events/stream?clientId=c")
+	stream, err := client.Get(base + "/api/v1/events/stream?clientId=c")
 	if err != nil || stream.StatusCode != 200 {
 		t.Fatalf("stream: %v %v", stream, err)
 	}
@@ -108,7 +110,7 @@ func TestRunServesAndShutsDownWithAnOpenStream(t *testing.T) {
 		t.Fatalf("stream delivered %s", l)
 	}
 
-	metrics, err := http.Get(base + "/metrics")
+	metrics, err := client.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
@@ -60,7 +61,7 @@ func TestColdTierWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc.Mount()
-	srv := httptest.NewServer(svc.Router)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Search, svc.Router))
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		res, err := http.Get(srv.URL + path)

@@ -112,13 +112,14 @@ type Service struct {
 // tests call it to see the router exactly as served. Call it once per Service.
 func (s *Service) Mount() (admin *mux.Router) {
 	metrics := httpx.NewMetrics(s.Registry, s.Name)
-	s.Router.Use(httpx.WithRequestID, metrics.Middleware, httpx.Recover(s.Logger), httpx.RejectWhenDraining(s.Health))
+	httpx.Use(s.Router, httpx.WithRequestID, metrics.Middleware, httpx.Recover(s.Logger), httpx.RejectWhenDraining(s.Health))
 	httpx.MountHealth(s.Router, s.Health)
 	if s.OpenAPI {
 		api.Mount(s.Router)
 	}
 	if s.HTTP.AdminAddr != "" {
 		admin = httpx.NewRouter()
+		httpx.Use(admin, httpx.WithRequestID) // every response carries one, as api/openapi.yaml says
 		httpx.MountHealth(admin, s.Health)
 		httpx.MountAdmin(admin, s.Registry, true)
 		return admin

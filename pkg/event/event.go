@@ -3,6 +3,7 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"time"
@@ -58,11 +59,48 @@ var (
 )
 
 // FieldError names one rule an event or parameter broke. Index is the event's position in the
-// request (-1 when the error is not about one event).
+// request, -1 when the error is not about one event (a query parameter, an empty body): in JSON
+// "index" is then left out, as api/openapi.yaml documents it (an index is never negative).
 type FieldError struct {
 	Index   int    `json:"index"`
 	Field   string `json:"field"`
 	Message string `json:"message"`
+}
+
+// fieldErrorJSON is FieldError on the wire.
+type fieldErrorJSON struct {
+	Index   *int   `json:"index,omitempty"`
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// MarshalJSON leaves "index" out when Index is negative.
+func (f FieldError) MarshalJSON() ([]byte, error) {
+	w := fieldErrorJSON{Field: f.Field, Message: f.Message}
+	if f.Index >= 0 {
+		w.Index = &f.Index
+	}
+	// Messages quote client input: keep <, > and & as they are, like the envelope's encoder.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(w); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// UnmarshalJSON reads an absent "index" as -1.
+func (f *FieldError) UnmarshalJSON(b []byte) error {
+	var w fieldErrorJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*f = FieldError{Index: -1, Field: w.Field, Message: w.Message}
+	if w.Index != nil {
+		f.Index = *w.Index
+	}
+	return nil
 }
 
 // ValidationError lists every rule a request broke. It matches ErrInvalid with errors.Is.

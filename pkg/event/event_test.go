@@ -1,6 +1,8 @@
 package event
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -46,6 +48,33 @@ func TestValidationErrorIsInvalid(t *testing.T) {
 	}
 	if got := err.Error(); got != "decode: clientId: required" {
 		t.Fatalf("Error() = %q", got)
+	}
+}
+
+// A problem that is about no single event has no index on the wire (api/openapi.yaml: an index
+// is never negative); reading the JSON back restores -1.
+func TestFieldErrorJSONLeavesOutNegativeIndex(t *testing.T) {
+	for _, tc := range []struct {
+		in   FieldError
+		want string
+	}{
+		{FieldError{Index: -1, Field: "to", Message: "must not be before from"}, `{"field":"to","message":"must not be before from"}`},
+		{FieldError{Index: 0, Field: "clientId", Message: "required"}, `{"index":0,"field":"clientId","message":"required"}`},
+		{FieldError{Index: 7, Message: `line 8: got "<&>"`}, `{"index":7,"field":"","message":"line 8: got \"<&>\""}`},
+	} {
+		// As httpx writes envelopes: without HTML escaping.
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		err := enc.Encode(tc.in)
+		b := bytes.TrimSpace(buf.Bytes())
+		if err != nil || string(b) != tc.want {
+			t.Errorf("Marshal(%+v) = %s, %v; want %s", tc.in, b, err, tc.want)
+		}
+		var back FieldError
+		if err := json.Unmarshal(b, &back); err != nil || back != tc.in {
+			t.Errorf("Unmarshal(%s) = %+v, %v; want %+v", b, back, err, tc.in)
+		}
 	}
 }
 

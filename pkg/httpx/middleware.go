@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"time"
 
@@ -107,15 +108,18 @@ func (m *Metrics) Middleware(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		route := "unmatched"
+		route, method := "unmatched", r.Method
 		if cr := mux.CurrentRoute(r); cr != nil {
 			if t, err := cr.GetPathTemplate(); err == nil {
 				route = t
 			}
 		}
+		if !slices.Contains(methods, method) {
+			method = "other" // a 404's or 405's method is any token the client chose
+		}
 		status := strconv.Itoa(sw.status)
-		m.requests.WithLabelValues(route, r.Method, status).Inc()
-		m.latency.WithLabelValues(route, r.Method, status).Observe(time.Since(start).Seconds())
+		m.requests.WithLabelValues(route, method, status).Inc()
+		m.latency.WithLabelValues(route, method, status).Observe(time.Since(start).Seconds())
 	})
 }
 

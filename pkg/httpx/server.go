@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,13 +132,53 @@ func MountAdmin(r *mux.Router, g prometheus.Gatherer, withPprof bool) {
 	}
 }
 
-// NewRouter returns a mux.Router whose unknown routes and methods answer in the JSON envelope.
-// Paths are matched as sent: mux would otherwise answer "/api/v1/events/../x" or "//x" with a
-// 301 to the cleaned path — a redirect an API client would follow with a GET, dropping its
-// body. Such paths get the routes' own answers instead: 404, or the lookup of an id like "..".
+// NewRouter returns a mux.Router whose unknown routes and methods answer in the JSON envelope;
+// a 405 names the path's methods in Allow (RFC 9110, 15.5.6). Add middleware with Use, which
+// reaches those answers too. Paths are matched as sent: mux would otherwise answer
+// "/api/v1/events/../x" or "//x" with a 301 to the cleaned path — a redirect an API client would
+// follow with a GET, dropping its body. Such paths get the routes' own answers instead: 404, or
+// the lookup of an id like "..".
 func NewRouter() *mux.Router {
 	r := mux.NewRouter().SkipClean(true)
 	r.NotFoundHandler = http.HandlerFunc(NotFound)
-	r.MethodNotAllowedHandler = http.HandlerFunc(MethodNotAllowed)
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if allow := Allowed(r, req); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+		}
+		MethodNotAllowed(w, req)
+	})
 	return r
+}
+
+// Use adds middleware to r's routes, as r.Use does, and also to r's not-found and
+// method-not-allowed answers, which mux runs without any middleware: so that they, too, carry
+// X-Request-Id and are counted. Call it once, after NewRouter.
+func Use(r *mux.Router, mw ...mux.MiddlewareFunc) {
+	r.Use(mw...)
+	wrap := func(h http.Handler) http.Handler {
+		for i := len(mw) - 1; i >= 0; i-- {
+			h = mw[i](h)
+		}
+		return h
+	}
+	r.NotFoundHandler = wrap(r.NotFoundHandler)
+	r.MethodNotAllowedHandler = wrap(r.MethodNotAllowedHandler)
+}
+
+// methods are the methods Allowed tries, in the order it lists them.
+var methods = []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+	http.MethodDelete, http.MethodOptions}
+
+// Allowed lists the methods r routes for req's path (whatever req's own method).
+func Allowed(r *mux.Router, req *http.Request) []string {
+	var out []string
+	for _, m := range methods {
+		probe := req.Clone(req.Context())
+		probe.Method = m
+		var match mux.RouteMatch
+		if r.Match(probe, &match) && match.MatchErr == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }

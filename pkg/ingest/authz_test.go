@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/ratelimit"
@@ -31,10 +32,11 @@ func authRig(t *testing.T, keys string, lim *ratelimit.Limiter) *rig {
 	}
 	h := New(cfg, opts)
 	r := httpx.NewRouter()
+	httpx.Use(r, httpx.WithRequestID)
 	api := r.NewRoute().Subrouter()
 	api.Use(auth.Require(a, auth.RoleIngest, func(w http.ResponseWriter, r *http.Request, err error) { httpx.WriteError(w, r, nil, err) }))
 	h.Mount(api)
-	srv := httptest.NewServer(r)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Ingest, r))
 	t.Cleanup(srv.Close)
 	return &rig{h: h, w: w, mon: mon, srv: srv}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
@@ -92,8 +93,9 @@ func newRig(t *testing.T, cfg config.Ingest) *rig {
 	mon := NewMonitor(prometheus.NewRegistry(), cfg.RetryAfter, nil)
 	h := New(cfg, Options{Writer: w, Monitor: mon})
 	r := httpx.NewRouter()
+	httpx.Use(r, httpx.WithRequestID)
 	h.Mount(r)
-	srv := httptest.NewServer(r)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Ingest, r))
 	t.Cleanup(srv.Close)
 	return &rig{h: h, w: w, mon: mon, srv: srv}
 }
@@ -574,8 +576,9 @@ func TestSlowBodyIs408(t *testing.T) {
 	mon := NewMonitor(prometheus.NewRegistry(), time.Second, nil)
 	h := New(testConfig(), Options{Writer: w, Monitor: mon})
 	r := httpx.NewRouter()
+	httpx.Use(r, httpx.WithRequestID)
 	h.Mount(r)
-	srv := httptest.NewUnstartedServer(r)
+	srv := httptest.NewUnstartedServer(apitest.Handler(t, apitest.Ingest, r))
 	srv.Config.ReadTimeout = 200 * time.Millisecond // slow-loris protection, as http.read_timeout
 	srv.Start()
 	defer srv.Close()

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
@@ -61,8 +62,9 @@ func newStack(t testing.TB, es config.Elasticsearch, tune func(*config.Ingest)) 
 	}
 	h := ingest.New(cfg, ingest.Options{Writer: w, Monitor: mon})
 	r := httpx.NewRouter()
+	httpx.Use(r, httpx.WithRequestID)
 	h.Mount(r)
-	srv := httptest.NewServer(r)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Ingest, r))
 	t.Cleanup(func() {
 		srv.Close()
 		_ = w.Close(context.Background())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
@@ -45,13 +46,14 @@ func TestBoundReadKeySeesOnlyItsClients(t *testing.T) {
 	}
 	svc := search.New(store, newFakeFeed("events-a"), testConfig(), nil, prometheus.NewRegistry())
 	r := httpx.NewRouter()
+	httpx.Use(r, httpx.WithRequestID)
 	api := r.NewRoute().Subrouter()
 	api.Use(auth.Require(a, auth.RoleRead, func(w http.ResponseWriter, r *http.Request, err error) { httpx.WriteError(w, r, nil, err) }))
 	svc.Mount(api)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); svc.Run(ctx) }()
-	srv := httptest.NewServer(r)
+	srv := httptest.NewServer(apitest.Handler(t, apitest.Search, r))
 	t.Cleanup(func() { cancel(); <-done; srv.Close() })
 
 	tests := []struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/search"
@@ -46,12 +47,12 @@ func startServer(t testing.TB, store search.Store, feed search.Feed, cfg config.
 	reg := prometheus.NewRegistry()
 	svc := search.New(store, feed, cfg, nil, reg)
 	r := httpx.NewRouter()
-	r.Use(httpx.WithRequestID, httpx.NewMetrics(reg, "search").Middleware)
+	httpx.Use(r, httpx.WithRequestID, httpx.NewMetrics(reg, "search").Middleware)
 	svc.Mount(r)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); svc.Run(ctx) }()
-	ts := httptest.NewUnstartedServer(r)
+	ts := httptest.NewUnstartedServer(apitest.Handler(t, apitest.Search, r))
 	// The binary's read timeout is 30 s; a short one here proves streams outlive it.
 	ts.Config.ReadTimeout = 200 * time.Millisecond
 	ts.Start()
@@ -93,7 +94,7 @@ type errorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 		Details []struct {
-			Index   int    `json:"index"`
+			Index   *int   `json:"index"` // absent for a parameter's problem
 			Field   string `json:"field"`
 			Message string `json:"message"`
 		} `json:"details"`

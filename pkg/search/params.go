@@ -177,8 +177,10 @@ func (s *Service) parseFilter(vals url.Values, withTimes bool, bad *problems) es
 	if withTimes {
 		f.From = parseTime(vals, pFrom, bad)
 		f.To = parseTime(vals, pTo, bad)
-		if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-			bad.add(pTo, "must be after from (from is inclusive, to exclusive)")
+		// [from, to) with to == from is an empty range: a valid question whose answer is empty.
+		// to before from is refused: the bounds are most likely swapped.
+		if !f.From.IsZero() && !f.To.IsZero() && f.To.Before(f.From) {
+			bad.add(pTo, "must not be before from (from is inclusive, to exclusive)")
 		}
 	}
 	return f
