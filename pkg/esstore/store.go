@@ -247,6 +247,10 @@ func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event,
 	filter := []any{map[string]any{"ids": map[string]any{"values": []string{id}}}}
 	if !day.IsZero() {
 		d := day.UTC().Truncate(24 * time.Hour)
+		if !event.Storable(d) && !event.Storable(d.Add(24*time.Hour-time.Nanosecond)) {
+			// Outside date_nanos the range filter would fail the search: no event is there.
+			return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
+		}
 		filter = append(filter, Range{From: d, To: d.Add(24 * time.Hour)}.filter())
 	}
 	q := map[string]any{

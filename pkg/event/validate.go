@@ -33,6 +33,10 @@ var (
 	maxTime = time.Date(2262, 4, 11, 0, 0, 0, 0, time.UTC)
 )
 
+// Storable reports whether t is inside the time range the stores can hold (1970-01-01 up to
+// 2262-04-11, Elasticsearch's date_nanos): no event exists outside it.
+func Storable(t time.Time) bool { return !t.Before(minTime) && t.Before(maxTime) }
+
 // ValidID reports whether id may be an event id: 1-128 characters of A-Z a-z 0-9 . _ : -.
 // Such ids need no escaping anywhere (URLs, Elasticsearch _id, SQL text, log lines).
 func ValidID(id string) bool {

@@ -180,16 +180,21 @@ func parseAck(r *http.Request) (ackMode, error) {
 	bad := func(field, msg string) error {
 		return &event.ValidationError{Message: field + ": " + msg, Details: []event.FieldError{{Index: -1, Field: field, Message: msg}}}
 	}
+	// A parameter given empty (?ack=) is not absent: it is refused like any other value, as the
+	// document's enums say.
 	mode := ackSync
-	switch v := q.Get("wait"); v {
-	case "":
-	case "searchable":
+	switch v := q.Get("wait"); {
+	case !q.Has("wait"):
+	case v == "searchable":
 		mode = ackSearchable
 	default:
 		return 0, bad("wait", fmt.Sprintf("must be searchable or absent, got %q", v))
 	}
 	switch v := q.Get("ack"); v {
 	case "":
+		if q.Has("ack") {
+			return 0, bad("ack", fmt.Sprintf("must be async or absent, got %q", v))
+		}
 	case "async":
 		if mode == ackSearchable {
 			return 0, bad("ack", "ack=async cannot be combined with wait=searchable")

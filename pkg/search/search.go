@@ -190,10 +190,14 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) {
 	id := mux.Vars(r)["id"]
 	var day time.Time
 	var bad problems
+	noEventThatDay := false
 	if r.URL.RawQuery != "" {
 		var vals url.Values
 		if vals, bad = parseValues(r.URL.RawQuery, pDay); vals != nil {
 			day = parseDay(vals, pDay, &bad)
+			// A day outside the stores' range (0001-01-01 is also Go's zero time, "any day")
+			// holds no event: answered here, not asked.
+			noEventThatDay = vals.Has(pDay) && len(bad) == 0 && !event.Storable(day) && !event.Storable(day.Add(24*time.Hour-time.Nanosecond))
 		}
 	}
 	if len(id) > maxIDBytes {
@@ -206,7 +210,13 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.queryContext(r)
 	defer cancel()
 	start := time.Now()
-	e, err := s.store.Get(ctx, id, day)
+	var e event.Event
+	var err error
+	if noEventThatDay {
+		err = event.ErrNotFound
+	} else {
+		e, err = s.store.Get(ctx, id, day)
+	}
 	// Another client's event is "not found", exactly as a missing one: a 403 would confirm to
 	// a restricted key that the id exists, and ids are often guessable (order numbers).
 	if err == nil && !auth.FromContext(r.Context()).CanActFor(e.ClientID) {

@@ -100,6 +100,11 @@ func TestOneIDOnTwoDaysIsTwoEventsInBothTiers(t *testing.T) {
 	if code := srv.get(t, "/api/v1/events/dup-hot", url.Values{"day": {coldDay.Format(time.DateOnly)}}, nil); code != 404 {
 		t.Fatalf("GET dup-hot on a day it does not exist: %d, want 404", code)
 	}
+	for _, d := range []string{"0001-01-01", "1969-12-31", "2262-04-11", "9999-12-31"} { // no event can be there
+		if code := srv.get(t, "/api/v1/events/dup-hot", url.Values{"day": {d}}, nil); code != 404 {
+			t.Fatalf("GET on day %s, outside the storable range: %d, want 404", d, code)
+		}
+	}
 	if code := srv.get(t, "/api/v1/events/dup-hot", url.Values{"day": {"yesterday"}}, nil); code != 400 {
 		t.Fatalf("GET with a malformed day: %d, want 400", code)
 	}
