@@ -85,7 +85,7 @@ func TestOneIDOnTwoDaysIsTwoEventsInBothTiers(t *testing.T) {
 		{"dup-cold", coldDay.Format(time.DateOnly), lastOf(coldDay)},
 		{"dup-hot", "", hotDay.Add(day)}, // hot tier
 		{"dup-hot", hotDay.Format(time.DateOnly), lastOf(hotDay)},
-		{"dup-both", "", hotDay.Add(day)},                             // hot, newer than the cold one
+		{"dup-both", "", hotDay.Add(day)},                            // hot, newer than the cold one
 		{"dup-both", coldDay.Format(time.DateOnly), lastOf(coldDay)}, // cold
 	} {
 		var got apiEvent
