@@ -9,6 +9,7 @@
 //	archiver prune --older-than 400d [--apply]   drop archive day partitions past the horizon and the cold boundary
 //	archiver migrate [--batch N]                 move a version-1 archive into day partitions, verify, drop it
 //	archiver import --file F.ndjson | --table T  load history older than the ingest horizon into the archive
+//	archiver forget --client-id X [--apply]      remove a client's events from both stores, recorded
 package main
 
 import (
@@ -46,6 +47,9 @@ type flags struct {
 	files                     []string
 	table, sourceURL, columns string
 	again                     bool
+	// forget
+	clientID, by string
+	wait         time.Duration
 }
 
 func main() {
@@ -63,8 +67,11 @@ func main() {
 	f.fs.StringVar(&f.sourceURL, "source-url", "", "import: database of --table (default postgres.url)")
 	f.fs.StringVar(&f.columns, "columns", "", "import: field=column for --table, e.g. id=event_id,clientId=client,timestamp=created_at,payload=data,type= (defaults: id, client_id, type, ts, payload)")
 	f.fs.BoolVar(&f.again, "again", false, "import: import a source that was imported before once more")
+	f.fs.StringVar(&f.clientID, "client-id", "", "forget: the clientId whose events to remove")
+	f.fs.StringVar(&f.by, "by", os.Getenv("USER"), "forget: who asked (recorded with the erasure)")
+	f.fs.DurationVar(&f.wait, "wait", 2*time.Minute, "forget: how long to wait for the running archiver to pass the deletion")
 	f.fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2 | retention --older-than D [--apply] [--json] | prune --older-than D [--apply] [--json] | migrate [--batch N] | import (--file F ... | --table T [--source-url U] [--columns M]) [--again]] [--<config.key> value ...]\n")
+		fmt.Fprintf(os.Stderr, "usage: archiver [run | verify --from T1 --to T2 [--repair] | status [--json] | backfill --from T1 --to T2 | retention --older-than D [--apply] [--json] | prune --older-than D [--apply] [--json] | migrate [--batch N] | import (--file F ... | --table T [--source-url U] [--columns M]) [--again] | forget --client-id X [--by NAME] [--apply] [--json]] [--<config.key> value ...]\n")
 		f.fs.PrintDefaults()
 	}
 	os.Exit(app.Main(config.RoleArchiver, f.fs, os.Args[1:], f.run))
@@ -80,12 +87,13 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 	}
 	allowed := map[string][]string{"run": nil, "verify": {"from", "to", "bucket", "repair"}, "status": {"json"}, "backfill": {"from", "to"},
 		"retention": {"older-than", "apply", "json"}, "prune": {"older-than", "apply", "json"}, "migrate": {"batch"},
-		"import": {"file", "table", "source-url", "columns", "batch", "again"}}
+		"import": {"file", "table", "source-url", "columns", "batch", "again"},
+		"forget": {"client-id", "by", "apply", "json", "wait"}}
 	own, ok := allowed[cmd]
 	if !ok {
-		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill, retention, prune, migrate, import)", cmd)}
+		return &app.UsageError{Msg: fmt.Sprintf("unknown command %q (run, verify, status, backfill, retention, prune, migrate, import, forget)", cmd)}
 	}
-	for _, name := range []string{"from", "to", "bucket", "repair", "json", "older-than", "apply", "batch", "file", "table", "source-url", "columns", "again"} {
+	for _, name := range []string{"from", "to", "bucket", "repair", "json", "older-than", "apply", "batch", "file", "table", "source-url", "columns", "again", "client-id", "by", "wait"} {
 		if f.fs.Changed(name) && !contains(own, name) {
 			return &app.UsageError{Msg: fmt.Sprintf("--%s does not apply to %s", name, cmd)}
 		}
@@ -114,6 +122,8 @@ func (f *flags) run(ctx context.Context, cfg *config.Config, args []string, logg
 		return f.migrate(ctx, cfg, logger)
 	case "import":
 		return f.importHistory(ctx, cfg, logger)
+	case "forget":
+		return f.forget(ctx, cfg, logger)
 	}
 	return serve(ctx, cfg, logger)
 }

@@ -247,15 +247,7 @@ func (s *Store) ScanRange(ctx context.Context, r Range, size int, fn func([]Doc)
 	if err := decode(res, err, "open point in time", &pit); err != nil {
 		return err
 	}
-	defer func() {
-		b, _ := json.Marshal(map[string]string{"id": pit.ID})
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		res, err := s.es.ClosePointInTime(s.es.ClosePointInTime.WithBody(bytes.NewReader(b)), s.es.ClosePointInTime.WithContext(cctx))
-		if err := check(res, err, "close point in time"); err != nil {
-			s.logger.Warn("close point in time", "err", err)
-		}
-	}()
+	defer func() { s.closePIT(pit.ID) }()
 	var after []json.RawMessage
 	for {
 		body := map[string]any{
@@ -269,15 +261,8 @@ func (s *Store) ScanRange(ctx context.Context, r Range, size int, fn func([]Doc)
 		if after != nil {
 			body["search_after"] = after
 		}
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		// No index and no index options with a point in time: the PIT names the indices.
-		res, err := s.es.Search(s.es.Search.WithBody(bytes.NewReader(b)), s.es.Search.WithContext(ctx),
-			s.es.Search.WithAllowPartialSearchResults(false))
 		var out searchResponse
-		if err := decode(res, err, "scan", &out); err != nil {
+		if err := s.pitSearch(ctx, "scan", body, &out); err != nil {
 			return err
 		}
 		if out.PitID != "" {
@@ -298,4 +283,16 @@ func (s *Store) ScanRange(ctx context.Context, r Range, size int, fn func([]Doc)
 			return nil
 		}
 	}
+}
+
+// pitSearch runs a search of a point in time: no index and no index options (the point in time
+// names the indices, and Elasticsearch refuses both), never partial results.
+func (s *Store) pitSearch(ctx context.Context, op string, body any, out *searchResponse) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	res, err := s.es.Search(s.es.Search.WithBody(bytes.NewReader(b)), s.es.Search.WithContext(ctx),
+		s.es.Search.WithAllowPartialSearchResults(false))
+	return decode(res, err, op, out)
 }
