@@ -62,44 +62,59 @@ func loadESRoles(t *testing.T) map[string]esRole {
 		t.Fatalf("roles.yml defines %v, want spillway_ingest, spillway_search and spillway_archiver", got)
 	}
 	for name, r := range roles {
-		// One indices entry per role, over the default prefix's names only: the documentation
-		// tells users with another prefix to replace exactly these.
-		if len(r.Indices) != 1 {
-			t.Fatalf("%s: %d indices entries, want 1", name, len(r.Indices))
-		}
-		for _, n := range r.Indices[0].Names {
-			if n != "events" && n != "events-*" {
-				t.Errorf("%s: index name %q (only the default prefix's events and events-*)", name, n)
+		// Index names of the default prefix only: the documentation tells users with another
+		// prefix to replace exactly these.
+		for _, entry := range r.Indices {
+			for _, n := range entry.Names {
+				if n != "events" && n != "events-*" && n != "events.retention" {
+					t.Errorf("%s: index name %q (only the default prefix's events, events-* and events.retention)", name, n)
+				}
 			}
 		}
 	}
 	return roles
 }
 
-// privilege is one thing a role grants: a cluster privilege, an index privilege, or an index
-// name its index privileges apply to.
+// privilege is one thing a role grants: a cluster privilege, an index privilege of one indices
+// entry, or an index name its entry's privileges apply to.
 type privilege struct {
 	role, kind, name string // kind: cluster, indices or names
+	entry            int    // the indices entry (kinds indices and names)
+	on               string // the entry's first name: tells the entries' privileges apart
 }
 
-func (p privilege) String() string { return p.role + " " + p.kind + " " + p.name }
+// String is the probe's key: "role cluster x", "role names n", "role indices p" for the first
+// entry and "role indices p on n" for the others.
+func (p privilege) String() string {
+	if p.kind == "indices" && p.entry > 0 {
+		return p.role + " indices " + p.name + " on " + p.on
+	}
+	return p.role + " " + p.kind + " " + p.name
+}
 
-// without is the role with one privilege or index name removed (a role's only index name
-// takes its indices entry with it: an entry without names is not a role Elasticsearch loads).
+// without is the role with one privilege or index name removed (an entry's only index name takes
+// the entry with it: an entry without names is not a role Elasticsearch loads).
 func (r esRole) without(p privilege) esRole {
 	drop := func(list []string) []string {
 		return slices.DeleteFunc(slices.Clone(list), func(s string) bool { return s == p.name })
 	}
-	out := esRole{Cluster: slices.Clone(r.Cluster), Indices: []esIndicesPriv{{Names: r.Indices[0].Names, Privileges: r.Indices[0].Privileges}}}
-	switch p.kind {
-	case "cluster":
-		out.Cluster = drop(out.Cluster)
-	case "indices":
-		out.Indices[0].Privileges = drop(out.Indices[0].Privileges)
-	case "names":
-		if out.Indices[0].Names = drop(out.Indices[0].Names); len(out.Indices[0].Names) == 0 {
-			out.Indices = nil
+	out := esRole{Cluster: slices.Clone(r.Cluster)}
+	for i, e := range r.Indices {
+		e = esIndicesPriv{Names: slices.Clone(e.Names), Privileges: slices.Clone(e.Privileges)}
+		if i == p.entry {
+			switch p.kind {
+			case "indices":
+				e.Privileges = drop(e.Privileges)
+			case "names":
+				e.Names = drop(e.Names)
+			}
 		}
+		if len(e.Names) > 0 && len(e.Privileges) > 0 {
+			out.Indices = append(out.Indices, e)
+		}
+	}
+	if p.kind == "cluster" {
+		out.Cluster = drop(out.Cluster)
 	}
 	return out
 }
@@ -109,13 +124,15 @@ func (r esRole) without(p privilege) esRole {
 func (r esRole) privileges(role string) []privilege {
 	var out []privilege
 	for _, c := range r.Cluster {
-		out = append(out, privilege{role, "cluster", c})
+		out = append(out, privilege{role: role, kind: "cluster", name: c})
 	}
-	for _, i := range r.Indices[0].Privileges {
-		out = append(out, privilege{role, "indices", i})
-	}
-	for _, n := range r.Indices[0].Names {
-		out = append(out, privilege{role, "names", n})
+	for i, e := range r.Indices {
+		for _, p := range e.Privileges {
+			out = append(out, privilege{role: role, kind: "indices", name: p, entry: i, on: e.Names[0]})
+		}
+		for _, n := range e.Names {
+			out = append(out, privilege{role: role, kind: "names", name: n, entry: i, on: e.Names[0]})
+		}
 	}
 	return out
 }
@@ -128,6 +145,8 @@ type roleFixture struct {
 	sacrificial   string // an index probes may delete, with one document
 	sacrificialID string
 	newDay        time.Time // a day without an index
+	adminPassword string
+	drop          esstore.Drop // a retention log record (the log exists after the services' run)
 }
 
 // probe exercises the operation of a service that needs one privilege. It returns nil when the
@@ -181,6 +200,10 @@ var probes = map[string]probe{
 		return err
 	},
 	"spillway_search names events-*": shardsProbe, // the live stream reads the indices
+	// The cold tier's check against the retention log (without read, the search answers from no
+	// index: nothing deleted, so a restored archive would go unnoticed).
+	"spillway_search indices read on events.retention": droppedProbe,
+	"spillway_search names events.retention":           droppedProbe,
 
 	"spillway_archiver cluster cluster:monitor/health": pingProbe,
 	"spillway_archiver cluster cluster:monitor/state": func(ctx context.Context, _ *roleFixture, s *esstore.Store, _, _ string) error {
@@ -194,9 +217,25 @@ var probes = map[string]probe{
 		_, err := s.CountShard(ctx, f.existing, 0, 1<<40, []esstore.Range{{From: time.Unix(0, 0), To: time.Now().Add(time.Hour)}})
 		return err
 	},
-	"spillway_archiver indices monitor":     shardsProbe,
-	"spillway_archiver indices maintenance": refreshProbe,
-	"spillway_archiver names events-*":      shardsProbe,
+	"spillway_archiver indices monitor":                  shardsProbe,
+	"spillway_archiver indices maintenance":              refreshProbe,
+	"spillway_archiver names events-*":                   shardsProbe,
+	"spillway_archiver indices read on events.retention": droppedProbe,
+	"spillway_archiver names events.retention":           droppedProbe,
+	// Retention's first record creates the log: the probe removes it (as the admin) first.
+	"spillway_archiver indices create_index on events.retention": func(ctx context.Context, f *roleFixture, s *esstore.Store, _, _ string) error {
+		res, b, err := rawES(ctx, f.url, "elastic", f.adminPassword, http.MethodDelete, "/"+s.RetentionLog()+"?ignore_unavailable=true", "")
+		if err != nil {
+			return err
+		}
+		if err := statusOK(res, b); err != nil {
+			return err
+		}
+		return s.LogDrop(ctx, f.drop)
+	},
+	"spillway_archiver indices index on events.retention": func(ctx context.Context, f *roleFixture, s *esstore.Store, _, _ string) error {
+		return s.LogDrop(ctx, f.drop)
+	},
 	"spillway_archiver indices delete_index": func(ctx context.Context, f *roleFixture, s *esstore.Store, _, _ string) error {
 		return s.DeleteIndex(ctx, f.sacrificial)
 	},
@@ -220,6 +259,18 @@ var probes = map[string]probe{
 		}
 		return nil
 	},
+}
+
+// droppedProbe reads the retention log: the last deleted day must be found.
+func droppedProbe(ctx context.Context, f *roleFixture, s *esstore.Store, _, _ string) error {
+	through, ok, err := s.DroppedThrough(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok || through.Before(f.drop.Day.Add(24*time.Hour)) {
+		return fmt.Errorf("the retention log shows nothing deleted through %s (found %v %s)", f.drop.Day, ok, through)
+	}
+	return nil
 }
 
 func pingProbe(ctx context.Context, _ *roleFixture, s *esstore.Store, _, _ string) error {
@@ -359,7 +410,11 @@ func TestElasticsearchRoles(t *testing.T) {
 	// Necessary: each privilege, removed, breaks an operation the full role can do.
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	f := &roleFixture{url: node, existing: admin.IndexFor(today), existingID: r.hotID,
-		sacrificial: admin.IndexFor(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)), newDay: today.AddDate(0, 0, -30)}
+		sacrificial: admin.IndexFor(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)), newDay: today.AddDate(0, 0, -30),
+		adminPassword: adminPassword, drop: esstore.Drop{Index: "events-1999.01.01", Day: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	if err := admin.LogDrop(ctx, f.drop); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range all {
 		t.Run(strings.NewReplacer(" ", "/", ":", "_").Replace(p.String()), func(t *testing.T) {
 			if p.name == "delete_index" || p.name == "delete" {

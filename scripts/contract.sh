@@ -57,7 +57,7 @@ cleanup() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   # The run's indices and template, as every test removes its own.
   curl -sS -o /dev/null -X DELETE "$SPILLWAY_ES_URL/$prefix-*?expand_wildcards=all&allow_no_indices=true" || true
-  curl -sS -o /dev/null -X DELETE "$SPILLWAY_ES_URL/_index_template/$prefix-template" || true
+  curl -sS -o /dev/null -X DELETE "$SPILLWAY_ES_URL/_index_template/$prefix-template,$prefix.retention-template" || true
   if [ "$status" != 0 ]; then
     for f in "$work"/*.log; do [ -f "$f" ] && { echo "--- $(basename "$f") (last 40 lines)"; tail -n 40 "$f"; }; done >&2
   fi

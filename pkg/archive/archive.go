@@ -88,6 +88,11 @@ type Sink interface {
 	DropPartition(ctx context.Context, day time.Time) error
 	// V1 reports the move of a version-1 archive; ok is false when there is none.
 	V1(ctx context.Context) (pgstore.V1State, bool, error)
+	// OpenRestore, CloseRestore and Restores keep the record of the archive found behind the
+	// retention log (restore.go).
+	OpenRestore(ctx context.Context, found, droppedThrough time.Time) (pgstore.Restore, error)
+	CloseRestore(ctx context.Context, id int64, lost []pgstore.LostDay) error
+	Restores(ctx context.Context) ([]pgstore.Restore, error)
 	// Lead takes the lease called name without waiting, or fails with pgstore.ErrNotLeader.
 	Lead(ctx context.Context, name string) (Lease, error)
 	Leader(ctx context.Context, name string) (pgstore.LeaderInfo, bool, error)

@@ -258,6 +258,7 @@ type fakePG struct {
 	parts                []pgstore.Partition
 	dropped              []time.Time
 	claimed              string
+	restores             []pgstore.Restore
 }
 
 // eventKey is the archive's identity: an id and the UTC day of its timestamp.
@@ -334,6 +335,36 @@ func (p *fakePG) DropPartition(_ context.Context, day time.Time) error {
 	p.dropped = append(p.dropped, day)
 	p.parts = slices.DeleteFunc(p.parts, func(x pgstore.Partition) bool { return x.Day.Equal(day) })
 	return nil
+}
+
+func (p *fakePG) OpenRestore(_ context.Context, found, through time.Time) (pgstore.Restore, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range p.restores {
+		if r.RepairedAt.IsZero() && r.DroppedThrough.Equal(through) {
+			return r, nil
+		}
+	}
+	r := pgstore.Restore{ID: int64(len(p.restores) + 1), DetectedAt: time.Now(), BoundaryFound: found, DroppedThrough: through}
+	p.restores = append(p.restores, r)
+	return r, nil
+}
+
+func (p *fakePG) CloseRestore(_ context.Context, id int64, lost []pgstore.LostDay) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := &p.restores[id-1]
+	r.RepairedAt, r.DaysLost = time.Now(), lost
+	for _, d := range lost {
+		r.EventsLost += d.Logged - d.Archived
+	}
+	return nil
+}
+
+func (p *fakePG) Restores(context.Context) ([]pgstore.Restore, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.restores), nil
 }
 
 func (p *fakePG) V1(context.Context) (pgstore.V1State, bool, error) {

@@ -34,6 +34,7 @@ type Metrics struct {
 	partitions        prometheus.Gauge
 	earliestDay       prometheus.Gauge
 	partitionsDropped prometheus.Counter
+	restorePending    prometheus.Gauge
 	lagMu             sync.Mutex
 	lagSrc            *lagState
 	lagNow            func() time.Time
@@ -47,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer, pool PoolStats) *Metrics {
 	m := &Metrics{
 		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_archiver_rows_archived_total",
-			Help: "Rows inserted into PostgreSQL, by origin: feed (the continuous archiver), repair (verify --repair), backfill.",
+			Help: "Rows inserted into PostgreSQL, by origin: feed (the continuous archiver), repair (verify --repair), backfill, import.",
 		}, []string{"origin"}),
 		docsRead: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spillway_archiver_documents_read_total",
@@ -106,13 +107,17 @@ func NewMetrics(reg prometheus.Registerer, pool PoolStats) *Metrics {
 			Name: "spillway_archiver_partitions_dropped_total",
 			Help: "Day partitions dropped by archive retention (archiver prune --apply).",
 		}),
+		restorePending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_archiver_restore_pending",
+			Help: "1 while PostgreSQL is behind Elasticsearch's retention log (restored from an earlier point in time) and not yet repaired.",
+		}),
 		poolSampler: pool,
 	}
 	for _, k := range []string{"missing", "extra"} {
 		m.mismatches.WithLabelValues(k)
 	}
 	m.collectors = []prometheus.Collector{m.rows, m.docsRead, m.batches, m.batchTime, m.copyBytes, m.mismatches, m.verifyRuns, m.errors, m.leader,
-		m.retentionRuns, m.indicesDropped, m.boundary, m.partitions, m.earliestDay, m.partitionsDropped,
+		m.retentionRuns, m.indicesDropped, m.boundary, m.partitions, m.earliestDay, m.partitionsDropped, m.restorePending,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "spillway_archiver_lag_seconds",
 			Help: "Age (by ingestedAt) of the oldest indexed event not yet archived; 0 when caught up. Exported by the leader.",

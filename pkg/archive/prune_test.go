@@ -19,6 +19,14 @@ func (f fakeIndices) DeleteIndex(context.Context, string) error {
 	return errors.New("unexpected delete")
 }
 
+func (f fakeIndices) LogDrop(context.Context, esstore.Drop) error {
+	return errors.New("unexpected log")
+}
+func (f fakeIndices) Drops(context.Context) ([]esstore.Drop, error) { return nil, nil }
+func (f fakeIndices) DroppedThrough(context.Context) (time.Time, bool, error) {
+	return time.Time{}, false, nil
+}
+
 // fakeBoundary is a fixed cold boundary (zero: none recorded).
 type fakeBoundary time.Time
 

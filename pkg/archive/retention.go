@@ -27,12 +27,21 @@ import (
 //  4. Retention waits out Grace: every search replica re-reads the boundary and finishes the
 //     queries it started with the old one, so none still asks Elasticsearch for those days.
 //  5. Each verified index is verified again (an event written meanwhile, which only a
-//     misconfigured ingest.max_past_age allows, keeps it) and deleted.
+//     misconfigured ingest.max_past_age allows, keeps it), recorded in the retention log (its
+//     day, events and id digests: what PostgreSQL alone holds from now on, kept outside
+//     PostgreSQL so that a restore of an older backup is detected — see restore.go) and deleted.
 
-// Indices lists and deletes the daily event indices (*esstore.Store). Safe for concurrent use.
+// Indices lists and deletes the daily event indices and keeps the retention log, the record of
+// deleted days kept in Elasticsearch (*esstore.Store). Safe for concurrent use.
 type Indices interface {
 	Indices(ctx context.Context) ([]esstore.Index, error)
 	DeleteIndex(ctx context.Context, name string) error
+	// LogDrop records a day about to be deleted; DroppedThrough returns the end of the newest
+	// day recorded (ok false: none).
+	LogDrop(ctx context.Context, d esstore.Drop) error
+	DroppedThrough(ctx context.Context) (time.Time, bool, error)
+	// Drops lists the recorded days, oldest first.
+	Drops(ctx context.Context) ([]esstore.Drop, error)
 }
 
 // Boundary reads and advances the cold boundary of an index prefix (*pgstore.Store). Advance
@@ -168,14 +177,19 @@ func (a *Archiver) Retention(ctx context.Context, req RetentionRequest, grace ti
 	}
 	for n, idx := range verified {
 		item := byName[idx.Name]
-		reason, err := a.retainable(ctx, idx, rep.BoundaryBefore)
+		reason, vrep, err := a.retainableReport(ctx, idx, rep.BoundaryBefore)
 		if err == nil && reason == "" {
-			err = a.indices.DeleteIndex(ctx, idx.Name)
+			docs, hash := vrep.archived()
+			err = a.indices.LogDrop(ctx, esstore.Drop{Index: idx.Name, Day: idx.Day, Docs: docs, IDHash: hash,
+				Boundary: rep.BoundaryAfter, DeletedAt: a.now().UTC()})
+			if err == nil {
+				err = a.indices.DeleteIndex(ctx, idx.Name)
+			}
 		}
 		if err != nil || reason != "" {
 			item.Action, item.Reason = ActionKept, reason
 			if err != nil {
-				item.Reason = "delete: " + err.Error()
+				item.Reason = "log and delete: " + err.Error()
 			} else {
 				item.Reason = "changed since verified: " + reason
 			}
@@ -199,22 +213,28 @@ func (a *Archiver) Retention(ctx context.Context, req RetentionRequest, grace ti
 // predecessor was dropped (only a misconfigured ingest.max_past_age allows that), and all that
 // matters is that its own events are archived.
 func (a *Archiver) retainable(ctx context.Context, idx esstore.Index, boundary time.Time) (string, error) {
+	reason, _, err := a.retainableReport(ctx, idx, boundary)
+	return reason, err
+}
+
+// retainableReport is retainable with the verification it ran (nil when it ran none).
+func (a *Archiver) retainableReport(ctx context.Context, idx esstore.Index, boundary time.Time) (string, *Report, error) {
 	switch {
 	case !idx.Open:
-		return "index is closed: its events cannot be verified", nil
+		return "index is closed: its events cannot be verified", nil, nil
 	case idx.Health == "red":
-		return "index is red: some shards cannot be read, so neither verified", nil
+		return "index is red: some shards cannot be read, so neither verified", nil, nil
 	}
 	// Buckets of archiver.verify_bucket rather than one per day: ids are compared only where
 	// counts or id digests differ, and a narrow mismatching bucket is cheaper to compare. The
 	// counts of all buckets travel in one request per shard.
 	rep, err := a.Verify(ctx, VerifyRequest{From: idx.Day, To: idx.Day.Add(24 * time.Hour)})
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	below := !idx.Day.Add(24 * time.Hour).After(boundary)
 	if rep.Complete() || below && rep.Missing-rep.Repaired == 0 && rep.Pending == 0 && len(rep.Behind) == 0 {
-		return "", nil
+		return "", rep, nil
 	}
 	var why []string
 	if n := rep.Missing - rep.Repaired; n > 0 {
@@ -229,7 +249,7 @@ func (a *Archiver) retainable(ctx context.Context, idx esstore.Index, boundary t
 	if len(rep.Behind) > 0 {
 		why = append(why, "archiver behind: "+strings.Join(rep.Behind, "; "))
 	}
-	return strings.Join(why, "; "), nil
+	return strings.Join(why, "; "), rep, nil
 }
 
 // WriteTable writes the report for people.

@@ -123,7 +123,8 @@ func (a *Archiver) sleep(ctx context.Context, d time.Duration) bool {
 func (a *Archiver) lead(ctx context.Context, lease Lease) error {
 	defer a.startRetention(ctx)()
 	bo := a.newBackoff()
-	var lastVerify, lastPartitions time.Time
+	var lastVerify, lastPartitions, lastRestore time.Time
+	var restore *pgstore.Restore // the archive found behind the retention log, to repair
 	for !a.stopping() && ctx.Err() == nil {
 		start := time.Now()
 		if time.Since(lastPartitions) >= partitionsEvery {
@@ -133,7 +134,24 @@ func (a *Archiver) lead(ctx context.Context, lease Lease) error {
 				lastPartitions = time.Now()
 			}
 		}
+		if restore == nil && time.Since(lastRestore) >= restoreEvery {
+			r, err := a.checkRestore(ctx)
+			if err != nil {
+				a.fail(ctx, "restore check", err)
+			} else {
+				lastRestore, restore = time.Now(), r
+			}
+		}
 		err := a.round(ctx, lease)
+		if err == nil && restore != nil {
+			// The round re-archived what Elasticsearch holds: the boundary may move over the
+			// deleted days.
+			if rerr := a.repairRestore(ctx, restore); rerr != nil {
+				a.fail(ctx, "restore repair", rerr)
+			} else {
+				restore = nil
+			}
+		}
 		switch {
 		case errors.Is(err, pgstore.ErrCheckpointMoved):
 			// Another writer committed this range (an operator, or a second process in a split

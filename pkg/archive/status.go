@@ -31,6 +31,9 @@ type StatusReport struct {
 	ElasticsearchError string `json:"elasticsearch_error,omitempty"`
 	// Archive describes the PostgreSQL archive's day partitions.
 	Archive ArchiveStatus `json:"archive"`
+	// Restores lists the times PostgreSQL was found behind Elasticsearch's retention log
+	// (restored from an earlier point in time), with what could not be brought back.
+	Restores []RestoreStatus `json:"restores,omitempty"`
 }
 
 // ArchiveStatus describes the archive's day partitions.
@@ -116,6 +119,11 @@ func (a *Archiver) Status(ctx context.Context) (*StatusReport, error) {
 	if rep.Archive, err = a.archiveStatus(ctx); err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
+	restores, err := a.pg.Restores(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	rep.Restores = restoreStatus(restores)
 	pos := map[shardKey]int{}
 	for _, c := range cps {
 		rep.RowsArchived += c.Rows
@@ -235,6 +243,9 @@ func (r *StatusReport) WriteTable(w io.Writer) error {
 		archive += fmt.Sprintf("; earliest day held %s, latest %s", r.Archive.EarliestDay.Format(time.DateOnly), r.Archive.LatestDay.Format(time.DateOnly))
 	}
 	fmt.Fprintf(tw, "archive\t%s\n", archive)
+	for _, rs := range r.Restores {
+		fmt.Fprintf(tw, "restore\t%s\n", rs)
+	}
 	if v := r.Archive.V1; v != nil {
 		fmt.Fprintf(tw, "v1 migration\tpending: %d rows moved, about %d left (run archiver migrate)\n", v.RowsMoved, v.RowsLeft)
 	}

@@ -54,12 +54,22 @@ type Report struct {
 type BucketReport struct {
 	From, To time.Time
 	ES       int64 // documents the archiver has passed
+	ESHash   int64 // the sum of their id digests (event.IDHash)
 	PG       int64 // rows
 	Pending  int64
 	Missing  int64
 	Extra    int64
 	Ahead    int64
 	Repaired int64
+}
+
+// archived sums the buckets' archived-by-checkpoint Elasticsearch documents and id digests.
+func (r *Report) archived() (docs, hash int64) {
+	for _, b := range r.Buckets {
+		docs += b.ES
+		hash += b.ESHash
+	}
+	return docs, hash
 }
 
 // OK reports whether both stores agree: nothing missing (after repair) and nothing extra.
@@ -147,7 +157,7 @@ func (a *Archiver) Verify(ctx context.Context, req VerifyRequest) (*Report, erro
 			return nil, fmt.Errorf("verify: %w", err)
 		}
 		for i, r := range chunk {
-			b := BucketReport{From: r.From, To: r.To, ES: counts[i].es, PG: counts[i].pg, Pending: counts[i].pending}
+			b := BucketReport{From: r.From, To: r.To, ES: counts[i].es, ESHash: counts[i].esHash, PG: counts[i].pg, Pending: counts[i].pending}
 			if counts[i].differ() {
 				if err := v.drill(ctx, r, &b); err != nil {
 					return nil, fmt.Errorf("verify: %w", err)

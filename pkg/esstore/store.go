@@ -127,8 +127,8 @@ func (s *Store) Template() ([]byte, error) {
 	return json.Marshal(t)
 }
 
-// InstallTemplate puts the index template and adds its fields to the open indices it matches;
-// it is idempotent. Existing indices keep the settings they were created with (the next daily
+// InstallTemplate puts the index template (and the retention log's, retentionlog.go) and adds
+// its fields to the open indices it matches; it is idempotent. Existing indices keep the settings they were created with (the next daily
 // index picks up changes), but a field added to the template is added to them too: their
 // mapping is strict, so without it they would refuse documents carrying the new field.
 func (s *Store) InstallTemplate(ctx context.Context) error {
@@ -138,6 +138,11 @@ func (s *Store) InstallTemplate(ctx context.Context) error {
 	}
 	res, err := s.es.Indices.PutIndexTemplate(s.TemplateName(), bytes.NewReader(body), s.es.Indices.PutIndexTemplate.WithContext(ctx))
 	if err := check(res, err, "put index template"); err != nil {
+		return err
+	}
+	res, err = s.es.Indices.PutIndexTemplate(s.RetentionLog()+"-template", bytes.NewReader(s.retentionLogTemplate()),
+		s.es.Indices.PutIndexTemplate.WithContext(ctx))
+	if err := check(res, err, "put retention log template"); err != nil {
 		return err
 	}
 	var t struct {
@@ -269,20 +274,26 @@ func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event,
 	return out.Hits.Hits[0].Source.Event(), nil
 }
 
-// DeleteAll removes every event index and the template: for tests and development resets.
+// DeleteAll removes every event index, the retention log and the templates: for tests and
+// development resets.
 func (s *Store) DeleteAll(ctx context.Context) error {
-	res, err := s.es.Indices.Delete([]string{s.Pattern()}, s.es.Indices.Delete.WithAllowNoIndices(true),
+	res, err := s.es.Indices.Delete([]string{s.Pattern(), s.RetentionLog()}, s.es.Indices.Delete.WithAllowNoIndices(true),
 		s.es.Indices.Delete.WithIgnoreUnavailable(true), s.es.Indices.Delete.WithExpandWildcards("all"),
 		s.es.Indices.Delete.WithContext(ctx))
 	if err := check(res, err, "delete indices"); err != nil {
 		return err
 	}
-	res, err = s.es.Indices.DeleteIndexTemplate(s.TemplateName(), s.es.Indices.DeleteIndexTemplate.WithContext(ctx))
-	if err == nil && res.StatusCode == http.StatusNotFound {
-		res.Body.Close()
-		return nil
+	for _, name := range []string{s.TemplateName(), s.RetentionLog() + "-template"} {
+		res, err = s.es.Indices.DeleteIndexTemplate(name, s.es.Indices.DeleteIndexTemplate.WithContext(ctx))
+		if err == nil && res.StatusCode == http.StatusNotFound {
+			res.Body.Close()
+			continue
+		}
+		if err := check(res, err, "delete template"); err != nil {
+			return err
+		}
 	}
-	return check(res, err, "delete template")
+	return nil
 }
 
 // search runs a search request body against index and decodes the response into out.

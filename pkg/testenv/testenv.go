@@ -86,7 +86,8 @@ func ESAt(t testing.TB, url string) config.Elasticsearch {
 	cfg := DefaultES(url)
 	cfg.IndexPrefix = Name("t")
 	t.Cleanup(func() {
-		for _, path := range []string{"/" + cfg.IndexPrefix + "-*?expand_wildcards=all&allow_no_indices=true", "/_index_template/" + cfg.IndexPrefix + "-template"} {
+		for _, path := range []string{"/" + cfg.IndexPrefix + "-*," + cfg.IndexPrefix + ".retention?expand_wildcards=all&allow_no_indices=true&ignore_unavailable=true",
+			"/_index_template/" + cfg.IndexPrefix + "-template", "/_index_template/" + cfg.IndexPrefix + ".retention-template"} {
 			req, _ := http.NewRequest(http.MethodDelete, url+path, nil)
 			if res, err := http.DefaultClient.Do(req); err == nil {
 				io.Copy(io.Discard, res.Body)

@@ -40,6 +40,9 @@ type Hot interface {
 	Count(ctx context.Context, f esstore.Filter) (int64, error)
 	// Get returns the newest event with the id, or with a non-zero day the one of that UTC day.
 	Get(ctx context.Context, id string, day time.Time) (event.Event, error)
+	// DroppedThrough returns the end of the newest day retention deleted, from Elasticsearch's
+	// retention log (ok false: none).
+	DroppedThrough(ctx context.Context) (time.Time, bool, error)
 }
 
 // Cold is the PostgreSQL tier and the boundary's home (*pgstore.Store, opened read-only with
@@ -89,6 +92,11 @@ type Store struct {
 	mu     sync.Mutex
 	b      time.Time // the boundary last read; zero: none recorded
 	readAt time.Time // when that read started; zero: never read
+	// dropped is the end of the newest day retention deleted, as last read from the retention
+	// log. A boundary below it means PostgreSQL came back from an earlier point in time and the
+	// archiver has not repaired it yet (archive/restore.go): the days in between are in neither
+	// tier as far as the boundary says, so queries reaching below dropped are refused.
+	dropped time.Time
 
 	warn rateLimited
 }
@@ -146,8 +154,19 @@ func (s *Store) Refresh(ctx context.Context) error {
 	if !ok {
 		b = time.Time{}
 	}
+	dropped, dok, derr := s.hot.DroppedThrough(ctx)
+	if derr != nil && s.warn.allow("retention log", start) {
+		s.logger.Warn("cannot read the retention log; keeping the last value", "err", derr)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if derr == nil && dok && dropped.After(s.dropped) {
+		s.dropped = dropped
+	}
+	if s.dropped.After(b) && s.warn.allow("restore", start) {
+		s.logger.Error("PostgreSQL's cold boundary is behind the days retention deleted (restored from an earlier point in time?); refusing queries below the last deleted day until the archiver repairs it",
+			"boundary", b, "dropped_through", s.dropped)
+	}
 	if b.Before(s.b) {
 		b = s.b // it only moves forward; an older answer is a read that raced a newer one
 	}
@@ -187,12 +206,18 @@ func (s *Store) boundary(now time.Time) (b time.Time, stale bool) {
 func (s *Store) split() split {
 	now := s.now()
 	b, stale := s.boundary(now)
-	if !stale {
+	s.mu.Lock()
+	dropped := s.dropped
+	s.mu.Unlock()
+	if !stale && !dropped.After(b) {
 		return split{at: b, known: true}
 	}
 	fence := now.Add(-s.opts.HotHorizon).Add(clockMargin).UTC()
-	if b.After(fence) {
+	if stale && b.After(fence) {
 		fence = b
+	}
+	if dropped.After(b) {
+		fence = dropped // behind the retention log: nothing below the last deleted day is known
 	}
 	return split{at: fence}
 }

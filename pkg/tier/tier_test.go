@@ -24,6 +24,7 @@ type fakeStores struct {
 	hot      map[string]event.Event // Elasticsearch: what its indices hold
 	cold     map[string]event.Event // PostgreSQL
 	boundary time.Time
+	dropped  time.Time // the retention log's last deleted day's end (zero: none)
 	coldErr  error
 	hotErr   error
 	calls    map[string]int
@@ -164,6 +165,12 @@ func (c fakeCold) GetEvent(_ context.Context, id string, day time.Time) (event.E
 		return e, nil
 	}
 	return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
+}
+
+func (h fakeHot) DroppedThrough(context.Context) (time.Time, bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.dropped, !h.dropped.IsZero(), nil
 }
 
 // onDay says whether e falls on day's UTC day (a zero day: any day).
@@ -465,5 +472,48 @@ func TestBoundaryNeverMovesBackInMemory(t *testing.T) {
 	_ = s.Refresh(context.Background())
 	if sp := s.split(); !sp.known || !sp.at.Equal(boundary) {
 		t.Fatalf("split %+v, want the later boundary %s", sp, boundary)
+	}
+}
+
+// PostgreSQL restored from before a retention pass: its boundary is behind the days the
+// retention log records as deleted. Until the archiver moves it, a query reaching below the
+// last deleted day is refused (503) rather than answered from Elasticsearch, which no longer
+// holds those days; the rest is served as usual, and all of it once the boundary catches up.
+func TestBoundaryBehindRetentionLogRefusesTheGap(t *testing.T) {
+	f := newFake()
+	now := fixedClock()
+	day := 24 * time.Hour
+	dropped := now.Add(-40 * day).Truncate(day)
+	f.boundary = dropped.Add(-10 * day) // the restored database's boundary
+	f.dropped = dropped
+	old := event.Event{ID: "old", ClientID: "c", Timestamp: dropped.Add(-5 * day), IngestedAt: now}
+	recent := event.Event{ID: "recent", ClientID: "c", Timestamp: now.Add(-time.Hour), IngestedAt: now}
+	f.cold["old"], f.hot["recent"] = old, recent
+	s := newStore(f, fixedClock)
+	if err := s.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	q := func(from time.Time) (int, error) {
+		hits, err := s.Page(context.Background(), esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"c"}, From: from}, Size: 10})
+		return len(hits), err
+	}
+	if _, err := q(time.Time{}); !errors.Is(err, event.ErrUnavailable) {
+		t.Fatalf("a range below the last deleted day: %v, want unavailable", err)
+	}
+	if _, err := s.Count(context.Background(), esstore.Filter{ClientIDs: []string{"c"}}); !errors.Is(err, event.ErrUnavailable) {
+		t.Fatalf("count below the last deleted day: %v, want unavailable", err)
+	}
+	if n, err := q(dropped); err != nil || n != 1 {
+		t.Fatalf("a range above the last deleted day: %d %v, want the recent event", n, err)
+	}
+	// The archiver repaired: the boundary caught up.
+	f.mu.Lock()
+	f.boundary = dropped
+	f.mu.Unlock()
+	if err := s.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q(time.Time{}); err != nil || n != 2 {
+		t.Fatalf("after the repair: %d %v, want both events", n, err)
 	}
 }

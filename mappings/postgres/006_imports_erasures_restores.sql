@@ -1,4 +1,4 @@
--- Spillway archive schema, version 6: imported history and erasures.
+-- Spillway archive schema, version 6: imported history, erasures and restores.
 --
 -- archive_imports: one row per source `archiver import` loads (a file, by path, size and
 -- modification time; or a table, by name and column mapping). position counts the source's
@@ -29,4 +29,19 @@ CREATE TABLE IF NOT EXISTS archive_erasures (
     finished_at  timestamptz,
     es_deleted   bigint      NOT NULL DEFAULT 0,
     pg_deleted   bigint      NOT NULL DEFAULT 0
+);
+
+-- archive_restores: the archiver found this database behind Elasticsearch's retention log (it
+-- came back from a backup taken before a retention pass: its cold boundary is below days whose
+-- indices were deleted). The archiver re-archives what Elasticsearch still holds, moves the
+-- boundary to the end of the last deleted day, and records here how many events of the deleted
+-- days the restored archive lacks (gone: only the lost database held them).
+CREATE TABLE IF NOT EXISTS archive_restores (
+    id              bigserial   PRIMARY KEY,
+    detected_at     timestamptz NOT NULL DEFAULT now(),
+    boundary_found  timestamptz,
+    dropped_through timestamptz NOT NULL,
+    repaired_at     timestamptz,
+    events_lost     bigint,
+    days_lost       jsonb
 );
