@@ -2,49 +2,55 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
+	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/archive"
-	"github.com/spillway/spillway/pkg/config"
 )
 
-// forget is `archiver forget --client-id X [--apply]`: count (or remove, with --apply) one
+// forgetCmd is `archiver forget --client-id X [--apply]`: count (or remove, with --apply) one
 // client's events in both stores, recording the erasure (see archive/forget.go).
-func (f *flags) forget(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
-	if f.clientID == "" {
+type forgetCmd struct {
+	clientID, by string
+	apply, json  bool
+	wait         time.Duration
+}
+
+func (c *forgetCmd) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.clientID, "client-id", "", "the clientId whose events to remove")
+	fs.StringVar(&c.by, "by", os.Getenv("USER"), "who asked (recorded with the erasure)")
+	fs.BoolVar(&c.apply, "apply", false, "remove them (default: only count)")
+	fs.BoolVar(&c.json, "json", false, "print JSON")
+	fs.DurationVar(&c.wait, "wait", 2*time.Minute, "how long to wait for the running archiver to pass the deletion")
+}
+
+func (c *forgetCmd) run(ctx context.Context, e cmdEnv) error {
+	if c.clientID == "" {
 		return &app.UsageError{Msg: "forget: --client-id is required"}
 	}
-	if f.apply && f.by == "" {
+	if c.apply && c.by == "" {
 		return &app.UsageError{Msg: "forget: --by is required with --apply (who asked; $USER is empty)"}
 	}
-	es, pg, err := open(ctx, cfg, logger, "spillway-archiver-forget")
+	s, closeStores, err := e.open(ctx, "spillway-archiver-forget", migrateSchema, archive.Options{})
 	if err != nil {
 		return err
 	}
-	defer pg.Close()
-	if err := pg.Migrate(ctx); err != nil {
-		return err
-	}
-	a := archive.New(es, archive.Postgres(pg), archive.Options{Config: cfg.Archiver, Logger: logger})
-	if err := a.Claim(ctx); err != nil {
-		return err
-	}
-	rep, err := a.Forget(ctx, es, pg, archive.ForgetRequest{ClientID: f.clientID, By: f.by, Apply: f.apply, Wait: f.wait})
+	defer closeStores()
+	rep, err := s.a.Forget(ctx, s.es, s.pg, archive.ForgetRequest{ClientID: c.clientID, By: c.by, Apply: c.apply, Wait: c.wait})
 	if rep != nil {
-		if f.json {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			if werr := enc.Encode(rep); werr != nil && err == nil {
+		switch {
+		case c.json:
+			if werr := printJSON(rep); werr != nil && err == nil {
 				err = werr
 			}
-		} else if !f.apply {
+		case !c.apply:
 			fmt.Fprintf(os.Stdout, "client %q: %d events in Elasticsearch, %d in PostgreSQL (listing only: --apply removes them)\n",
 				rep.ClientID, rep.ESFound, rep.PGFound)
-		} else {
+		default:
 			fmt.Fprintf(os.Stdout, "client %q: erasure %d by %s: %d events deleted from Elasticsearch, %d from PostgreSQL; %d and %d remain\n",
 				rep.ClientID, rep.Erasure, rep.By, rep.ESDeleted, rep.PGDeleted, rep.ESRemaining, rep.PGRemaining)
 		}

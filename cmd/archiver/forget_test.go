@@ -44,7 +44,7 @@ func TestForgetClient(t *testing.T) {
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
 	w := archivetest.StartWriter(es, "kept-live", 1) // another client keeps posting throughout
 
-	code, stdout, stderr := runCmd(t, environ, "forget", "--client-id", "gone")
+	code, stdout, stderr := runArchiver(t, environ, "forget", "--client-id", "gone")
 	if code != 0 || !strings.Contains(stdout, `client "gone": 45 events in Elasticsearch, 46 in PostgreSQL (listing only`) {
 		t.Fatalf("listing: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -52,7 +52,7 @@ func TestForgetClient(t *testing.T) {
 		t.Fatalf("listing deleted something: %d %v", n, err)
 	}
 
-	code, stdout, stderr = runCmd(t, environ, "forget", "--client-id", "gone", "--apply", "--by", "privacy-team", "--json")
+	code, stdout, stderr = runArchiver(t, environ, "forget", "--client-id", "gone", "--apply", "--by", "privacy-team", "--json")
 	var rep struct {
 		ESDeleted   int64 `json:"elasticsearch_deleted"`
 		PGDeleted   int64 `json:"postgres_deleted"`
@@ -83,7 +83,7 @@ func TestForgetClient(t *testing.T) {
 		t.Fatalf("erasure record: %+v %v", erasures, err)
 	}
 	// Both stores agree on the days Elasticsearch holds, ids and digests included.
-	if code, stdout, stderr := runCmd(t, environ, "verify", "--from", today.AddDate(0, 0, -2).Format(time.DateOnly), "--to", "now"); code != 0 || !strings.Contains(stdout, "OK: both stores agree") {
+	if code, stdout, stderr := runArchiver(t, environ, "verify", "--from", today.AddDate(0, 0, -2).Format(time.DateOnly), "--to", "now"); code != 0 || !strings.Contains(stdout, "OK: both stores agree") {
 		t.Fatalf("verify after forget: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 }

@@ -129,7 +129,7 @@ func TestImportFileKilledResumedReadable(t *testing.T) {
 		`{"clientId":"x","timestamp":"`+dayAgo(1).Format(time.RFC3339)+`"}`, // line 5: younger than the horizon
 		`not json`) // line 6
 	badFile := write("bad.ndjson", bad)
-	code, stdout, stderr := runCmd(t, environ, "import", "--file", badFile)
+	code, stdout, stderr := runArchiver(t, environ, "import", "--file", badFile)
 	for _, want := range []string{"3 of 6 records invalid; nothing was imported", "(line 4): payload", "(line 5): timestamp: is not before the import horizon", "(line 6)"} {
 		if code != 1 || !strings.Contains(stderr, want) {
 			t.Fatalf("invalid file: exit %d, want 1 and %q:\n%s\n%s", code, want, stdout, stderr)
@@ -156,7 +156,7 @@ func TestImportFileKilledResumedReadable(t *testing.T) {
 		t.Fatalf("killed at %d of %d (%v)", pos, len(lines), err)
 	}
 	t.Logf("killed at record %d of %d", pos, len(lines))
-	code, stdout, stderr = runCmd(t, environ, "import", "--file", file, "--batch", "500")
+	code, stdout, stderr = runArchiver(t, environ, "import", "--file", file, "--batch", "500")
 	if code != 0 || strings.Count(stdout, "  ok\n") != 36 || !strings.Contains(stdout, "imported: 36000 records") {
 		t.Fatalf("resumed import: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -173,7 +173,7 @@ func TestImportFileKilledResumedReadable(t *testing.T) {
 	if err := pg.Pool().QueryRow(ctx, "SELECT count(*) FROM events_all WHERE id LIKE 'imp-%'").Scan(&rows); err != nil || rows != 36 {
 		t.Fatalf("%d id-less records archived under derived ids, want 36 (%v)", rows, err)
 	}
-	code, _, stderr = runCmd(t, environ, "import", "--file", file)
+	code, _, stderr = runArchiver(t, environ, "import", "--file", file)
 	if code != 1 || !strings.Contains(stderr, "already imported") {
 		t.Fatalf("a second import of the same file: exit %d\n%s", code, stderr)
 	}
@@ -229,7 +229,7 @@ func TestImportTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	environ := env(esCfg, pgCfg, "SPILLWAY_INGEST_MAX_PAST_AGE=48h", "SPILLWAY_SEARCH_COLD_TIER=true")
-	code, stdout, stderr := runCmd(t, environ, "import", "--table", src.Schema+".their_events",
+	code, stdout, stderr := runArchiver(t, environ, "import", "--table", src.Schema+".their_events",
 		"--columns", "id=event_id,clientId=client,type=kind,timestamp=created_at,payload=data")
 	if code != 0 || !strings.Contains(stdout, "imported: 201 records (201 new") {
 		t.Fatalf("import: exit %d\n%s\n%s", code, stdout, stderr)
@@ -239,7 +239,7 @@ func TestImportTable(t *testing.T) {
 	if err := pg.Pool().QueryRow(ctx, `SELECT min(ts), count(*) FROM events_all WHERE type = 'legacy' OR id LIKE 'imp-%'`).Scan(&first, &n); err != nil || n != 201 || !first.Equal(base) {
 		t.Fatalf("archived %d rows from %s, want 201 from %s (%v)", n, first, base, err)
 	}
-	if code, _, stderr := runCmd(t, environ, "import", "--table", src.Schema+".their_events", "--columns", "id=nope"); code == 0 || !strings.Contains(stderr, "nope") {
+	if code, _, stderr := runArchiver(t, environ, "import", "--table", src.Schema+".their_events", "--columns", "id=nope"); code == 0 || !strings.Contains(stderr, "nope") {
 		t.Fatalf("a missing column: exit %d %s", code, stderr)
 	}
 }

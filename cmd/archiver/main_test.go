@@ -44,7 +44,7 @@ func startProc(t *testing.T, environ []string, args ...string) *testenv.Process 
 }
 
 // runCmd runs one command to completion and returns its exit status and output.
-func runCmd(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
+func runArchiver(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	cmd := exec.Command(archiverBinary(t), args...)
 	cmd.Env = environ
@@ -126,20 +126,20 @@ func TestCommands(t *testing.T) {
 
 	// Usage errors exit 2.
 	for _, args := range [][]string{{"bogus"}, {"status", "--from", from}, {"verify", "--from", from}, {"backfill", "--from", "yesterday", "--to", to}, {"verify", "a", "b"}} {
-		if code, _, stderr := runCmd(t, environ, args...); code != 2 {
+		if code, _, stderr := runArchiver(t, environ, args...); code != 2 {
 			t.Errorf("%v: exit %d, want 2 (%s)", args, code, stderr)
 		}
 	}
-	if code, _, stderr := runCmd(t, env(esCfg, pgCfg, "SPILLWAY_POSTGRES_MAX_CONNS=1"), "run"); code != 2 || !strings.Contains(stderr, "postgres.max_conns") {
+	if code, _, stderr := runArchiver(t, env(esCfg, pgCfg, "SPILLWAY_POSTGRES_MAX_CONNS=1"), "run"); code != 2 || !strings.Contains(stderr, "postgres.max_conns") {
 		t.Errorf("run with one connection: exit %d: %s", code, stderr)
 	}
 
 	// Backfill without a terminal logs its progress.
-	code, _, stderr := runCmd(t, environ, "backfill", "--from", from, "--to", to)
+	code, _, stderr := runArchiver(t, environ, "backfill", "--from", from, "--to", to)
 	if code != 0 || !strings.Contains(stderr, `"msg":"backfill finished"`) || !strings.Contains(stderr, `"inserted":250`) {
 		t.Fatalf("backfill: exit %d\n%s", code, stderr)
 	}
-	code, stdout, stderr := runCmd(t, environ, "verify", "--from", from, "--to", to)
+	code, stdout, stderr := runArchiver(t, environ, "verify", "--from", from, "--to", to)
 	// Backfilled rows are ahead of the (absent) checkpoints: not a mismatch.
 	if code != 0 || !strings.Contains(stdout, "OK: both stores agree") {
 		t.Fatalf("verify after backfill: exit %d\n%s\n%s", code, stdout, stderr)
@@ -156,19 +156,19 @@ func TestCommands(t *testing.T) {
 	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id IN ($1, $2)", evs[10].ID, evs[11].ID); err != nil {
 		t.Fatal(err)
 	}
-	code, stdout, _ = runCmd(t, environ, "verify", "--from", from, "--to", to)
+	code, stdout, _ = runArchiver(t, environ, "verify", "--from", from, "--to", to)
 	if code != 1 || !strings.Contains(stdout, "MISMATCH") || !strings.Contains(stdout, evs[10].ID) {
 		t.Fatalf("verify with a gap: exit %d\n%s", code, stdout)
 	}
-	code, stdout, _ = runCmd(t, environ, "verify", "--from", from, "--to", to, "--repair", "--bucket", "30m")
+	code, stdout, _ = runArchiver(t, environ, "verify", "--from", from, "--to", to, "--repair", "--bucket", "30m")
 	if code != 0 || !strings.Contains(stdout, "repaired 2") {
 		t.Fatalf("verify --repair: exit %d\n%s", code, stdout)
 	}
-	if code, stdout, _ = runCmd(t, environ, "verify", "--from", "-72h", "--to", "now"); code != 0 {
+	if code, stdout, _ = runArchiver(t, environ, "verify", "--from", "-72h", "--to", "now"); code != 0 {
 		t.Fatalf("verify after repair: exit %d\n%s", code, stdout)
 	}
 
-	code, stdout, _ = runCmd(t, environ, "status", "--json")
+	code, stdout, _ = runArchiver(t, environ, "status", "--json")
 	var st struct {
 		Prefix         string  `json:"prefix"`
 		RowsArchived   int64   `json:"rows_archived"`
@@ -195,7 +195,7 @@ func TestCommands(t *testing.T) {
 			t.Fatalf("shard not caught up: %s", stdout)
 		}
 	}
-	code, stdout, _ = runCmd(t, environ, "status")
+	code, stdout, _ = runArchiver(t, environ, "status")
 	if code != 0 || !strings.Contains(stdout, "leader") || !strings.Contains(stdout, "250 backfilled") || !strings.Contains(stdout, "CHECKPOINT") {
 		t.Fatalf("status: exit %d\n%s", code, stdout)
 	}

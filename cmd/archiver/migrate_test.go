@@ -66,7 +66,7 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 	defer run.Kill()
 
 	// Pruning is refused while the version-1 rows are not in day partitions.
-	if code, _, stderr := runCmd(t, environ, "prune", "--older-than", "1d"); code != 1 || !strings.Contains(stderr, "archiver migrate") {
+	if code, _, stderr := runArchiver(t, environ, "prune", "--older-than", "1d"); code != 1 || !strings.Contains(stderr, "archiver migrate") {
 		t.Fatalf("prune during a pending migration: exit %d: %s", code, stderr)
 	}
 
@@ -92,7 +92,7 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 	if n := readable(); n != int64(len(v1)) {
 		t.Fatalf("readable after the kill: %d of %d", n, len(v1))
 	}
-	code, stdout, stderr := runCmd(t, environ, "status", "--json")
+	code, stdout, stderr := runArchiver(t, environ, "status", "--json")
 	var st struct {
 		Archive struct {
 			V1 *struct {
@@ -106,7 +106,7 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 	}
 	t.Logf("killed with %d of %d rows moved", moved, len(v1))
 
-	code, stdout, stderr = runCmd(t, environ, "migrate", "--batch", "500")
+	code, stdout, stderr = runArchiver(t, environ, "migrate", "--batch", "500")
 	if code != 0 || !strings.Contains(stdout, "events_v1 dropped") || strings.Count(stdout, "  ok\n") != 6 {
 		t.Fatalf("resumed migrate: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -143,7 +143,7 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 	if err := pg.Pool().QueryRow(context.Background(), "SELECT to_regclass('events_v1') IS NOT NULL").Scan(&v1Left); err != nil || v1Left {
 		t.Fatalf("events_v1 still there: %v %v", v1Left, err)
 	}
-	if code, stdout, _ := runCmd(t, environ, "migrate"); code != 0 || !strings.Contains(stdout, "nothing to migrate") {
+	if code, stdout, _ := runArchiver(t, environ, "migrate"); code != 0 || !strings.Contains(stdout, "nothing to migrate") {
 		t.Fatalf("migrate again: exit %d %s", code, stdout)
 	}
 }

@@ -82,7 +82,7 @@ func TestRestoreFromBeforeRetention(t *testing.T) {
 		t.Fatal(err)
 	}
 	archiveAll()
-	if code, stdout, stderr := runCmd(t, environ, "retention", "--older-than", "4d", "--apply"); code != 0 {
+	if code, stdout, stderr := runArchiver(t, environ, "retention", "--older-than", "4d", "--apply"); code != 0 {
 		t.Fatalf("retention: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	drops, err := es.Drops(ctx)
@@ -142,7 +142,7 @@ func TestRestoreFromBeforeRetention(t *testing.T) {
 		b, ok, _ := pg.ColdBoundary(ctx, esCfg.IndexPrefix)
 		return ok && b.Equal(dayAgo(4))
 	})
-	code, stdout, stderr := runCmd(t, environ, "status", "--json")
+	code, stdout, stderr := runArchiver(t, environ, "status", "--json")
 	var st struct {
 		Restores []struct {
 			RepairedAt time.Time `json:"repaired_at"`

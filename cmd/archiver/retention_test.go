@@ -82,9 +82,9 @@ func TestRetentionCommand(t *testing.T) {
 		{environ, []string{"retention", "--older-than", "4d", "--apply"}, "search.cold_tier"},
 		{environ, []string{"retention"}, "--older-than"},
 		{environ, []string{"retention", "--older-than", "soon"}, "--older-than"},
-		{environ, []string{"verify", "--older-than", "4d"}, "does not apply"},
+		{environ, []string{"verify", "--older-than", "4d"}, "unknown flag: --older-than"},
 	} {
-		if code, _, stderr := runCmd(t, tc.environ, tc.args...); code != 2 || !strings.Contains(stderr, tc.want) {
+		if code, _, stderr := runArchiver(t, tc.environ, tc.args...); code != 2 || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%v: exit %d, want 2 naming %s: %s", tc.args, code, tc.want, stderr)
 		}
 	}
@@ -93,7 +93,7 @@ func TestRetentionCommand(t *testing.T) {
 	}
 
 	// Listing (the default): what would happen, nothing done, exit 1 for the index it would keep.
-	code, stdout, stderr := runCmd(t, environ, "retention", "--older-than", "4d", "--json")
+	code, stdout, stderr := runArchiver(t, environ, "retention", "--older-than", "4d", "--json")
 	var rep struct {
 		Applied bool `json:"applied"`
 		Indices []struct {
@@ -115,7 +115,7 @@ func TestRetentionCommand(t *testing.T) {
 
 	// Applied: days −10 and −9 go, the boundary moves to the start of day −8, the rest stays.
 	applyEnv := append(environ, "SPILLWAY_SEARCH_COLD_TIER=true")
-	code, stdout, stderr = runCmd(t, applyEnv, "retention", "--older-than", "4d", "--apply")
+	code, stdout, stderr = runArchiver(t, applyEnv, "retention", "--older-than", "4d", "--apply")
 	if code != 1 || !strings.Contains(stdout, "dropped") || !strings.Contains(stdout, "KEPT") || !strings.Contains(stderr, "kept 1 index") {
 		t.Fatalf("apply: exit %d\n%s\n%s", code, stdout, stderr)
 	}
@@ -138,13 +138,13 @@ func TestRetentionCommand(t *testing.T) {
 	if err := p.Wait(time.Minute); err != nil {
 		t.Fatalf("run: %v\n%s", err, p.Logs())
 	}
-	if code, stdout, stderr = runCmd(t, applyEnv, "retention", "--older-than", "4d", "--apply"); code != 0 {
+	if code, stdout, stderr = runArchiver(t, applyEnv, "retention", "--older-than", "4d", "--apply"); code != 0 {
 		t.Fatalf("second apply: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	if got := indices(); len(got) != 0 {
 		t.Fatalf("after second apply: %v", got)
 	}
-	if _, _, stderr = runCmd(t, environ, "verify", "--from", dayAgo(10).Format(time.DateOnly), "--to", dayAgo(4).Format(time.DateOnly)); !strings.Contains(stderr, "below the cold boundary") {
+	if _, _, stderr = runArchiver(t, environ, "verify", "--from", dayAgo(10).Format(time.DateOnly), "--to", dayAgo(4).Format(time.DateOnly)); !strings.Contains(stderr, "below the cold boundary") {
 		t.Fatalf("verify below the boundary: %s", stderr)
 	}
 
@@ -156,7 +156,7 @@ func TestRetentionCommand(t *testing.T) {
 	}
 	prune := func(args ...string) (int, []struct{ Partition, Action, Reason string }, string) {
 		t.Helper()
-		code, stdout, stderr := runCmd(t, environ, append([]string{"prune", "--older-than", "6d", "--json"}, args...)...)
+		code, stdout, stderr := runArchiver(t, environ, append([]string{"prune", "--older-than", "6d", "--json"}, args...)...)
 		var rep struct {
 			Partitions []struct{ Partition, Action, Reason string } `json:"partitions"`
 		}
@@ -191,7 +191,7 @@ func TestRetentionCommand(t *testing.T) {
 	if _, err := pg.GetEvent(ctx, "r09-0", time.Time{}); err != nil {
 		t.Fatalf("an event of the kept partition: %v", err)
 	}
-	code, stdout, stderr = runCmd(t, environ, "status", "--json")
+	code, stdout, stderr = runArchiver(t, environ, "status", "--json")
 	var st struct {
 		Archive struct {
 			EarliestDay *time.Time `json:"earliest_day"`
@@ -200,7 +200,7 @@ func TestRetentionCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil || code != 0 || st.Archive.EarliestDay == nil || !st.Archive.EarliestDay.Equal(dayAgo(9)) {
 		t.Fatalf("status after prune: exit %d %v %+v\n%s", code, err, st.Archive, stderr)
 	}
-	if _, stdout, _ = runCmd(t, environ, "status"); !strings.Contains(stdout, "earliest day held "+dayAgo(9).Format(time.DateOnly)) {
+	if _, stdout, _ = runArchiver(t, environ, "status"); !strings.Contains(stdout, "earliest day held "+dayAgo(9).Format(time.DateOnly)) {
 		t.Fatalf("status table: %s", stdout)
 	}
 }

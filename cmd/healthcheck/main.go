@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"os"
 	"time"
+
+	"github.com/spillway/spillway/pkg/version"
 )
 
 // timeout bounds the whole check; Docker kills a check that outlives its own timeout anyway,
@@ -19,6 +21,10 @@ const timeout = 5 * time.Second
 func main() { os.Exit(run(os.Args[1:], os.Stderr)) }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) == 1 && args[0] == "--version" {
+		fmt.Println("spillway healthcheck", version.String())
+		return 0
+	}
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: healthcheck URL")
 		return 2

@@ -22,7 +22,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +29,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/spillway/spillway/pkg/client"
+	"github.com/spillway/spillway/pkg/version"
 )
 
 // Exit codes, for scripts.
@@ -53,10 +53,6 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 }
-
-// version is set at build time with -ldflags "-X main.version=v1.2.3"; otherwise it comes from
-// the build information.
-var version = ""
 
 const usage = `spillway is the command-line client of Spillway.
 
@@ -88,7 +84,7 @@ func run(ctx context.Context, args []string, e env) int {
 	}
 	switch name := args[0]; {
 	case name == "--version" || name == "version":
-		fmt.Fprintln(e.stdout, "spillway", versionString())
+		fmt.Fprintln(e.stdout, "spillway", version.String())
 		return exitOK
 	case name == "-h" || name == "--help" || name == "help":
 		fmt.Fprint(e.stdout, usage)
@@ -99,26 +95,6 @@ func run(ctx context.Context, args []string, e env) int {
 		fmt.Fprintf(e.stderr, "spillway: unknown command %q\n\n%s", name, usage)
 		return exitUsage
 	}
-}
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(unknown)"
-	}
-	v := bi.Main.Version
-	for _, s := range bi.Settings {
-		switch {
-		case s.Key == "vcs.revision":
-			v += " " + s.Value[:min(len(s.Value), 12)]
-		case s.Key == "vcs.modified" && s.Value == "true":
-			v += "-dirty"
-		}
-	}
-	return v
 }
 
 // flags is a command's flag set with the connection flags every command takes.

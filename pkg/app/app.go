@@ -25,6 +25,7 @@ import (
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/httpx"
+	"github.com/spillway/spillway/pkg/version"
 )
 
 // Exit statuses.
@@ -50,8 +51,13 @@ func Main(role config.Role, fs *pflag.FlagSet, args []string, run RunFunc) int {
 		fs = pflag.NewFlagSet(string(role), pflag.ContinueOnError)
 	}
 	fs.SortFlags = true
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	cfg, rest, err := config.Load(role, fs, args, nil)
 	if errors.Is(err, pflag.ErrHelp) {
+		return ExitOK
+	}
+	if *showVersion {
+		fmt.Println("spillway", role, version.String())
 		return ExitOK
 	}
 	if err != nil {
