@@ -32,11 +32,11 @@ func TestFaultArchiverKill9PostgresRestart(t *testing.T) {
 		"The archiver killed with SIGKILL %d times at random points (0.3–2.5 s after each start); in every other run the "+
 			"(private) PostgreSQL is crashed (`pg_ctl stop -m immediate`) and restarted under it first; ingest load of %.0f "+
 			"requests/s × %d events and %s throughout (2 shards); then a last archiver catches up and stops with SIGTERM.",
-		kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4, 10)))
+		kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4)))
 	ing := startIngest(t, esCfg, addr(t))
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
-	rt := f.startRetriers(ing.URL, 4, 10, client.AckDurable)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 200)
 
 	var progress []int
@@ -86,11 +86,11 @@ func TestFaultArchiverLeaderKill9StandbyTakesOver(t *testing.T) {
 		"Two archivers run against the same schema; the one holding the lease is killed with SIGKILL %d time(s) while "+
 			"it archives, under an open-loop ingest load of %.0f requests/s × %d events and %s; each time the standby must "+
 			"take the lease and go on, and a new standby is started; then the load stops, the last leader catches up and "+
-			"stops with SIGTERM. Archivers poll the lease every 50 ms.", kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4, 10)))
+			"stops with SIGTERM. Archivers poll the lease every 50 ms.", kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4)))
 	ing := startIngest(t, esCfg, addr(t))
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
-	rt := f.startRetriers(ing.URL, 4, 10, client.AckDurable)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 200)
 
 	leader := startArchiver(t, esCfg, pgCfg)

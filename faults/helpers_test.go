@@ -386,6 +386,8 @@ func warmUp(t *testing.T, f *fault, p *prober) {
 const (
 	// retrierClient is the clientId of the retrying clients' events.
 	retrierClient = "retrier"
+	// retrierBatch is the events per batch (IndexerConfig.FlushEvents).
+	retrierBatch = 10
 	// retrierPace is how often each retrying client adds a batch's worth of events, one at a
 	// time.
 	retrierPace = 200 * time.Millisecond
@@ -395,17 +397,17 @@ const (
 )
 
 // retriersText describes the retrying clients in a fault's description.
-func retriersText(clients, size int) string {
+func retriersText(clients int) string {
 	return fmt.Sprintf("%d clients of the official Go client (each a `pkg/client` Indexer cutting %d-event batches) "+
-		"that resend each batch, with the same ids and timestamps, until it is stored", clients, size)
+		"that resend each batch, with the same ids and timestamps, until it is stored", clients, retrierBatch)
 }
 
 // retriers are clients built on the official Go client (pkg/client), doing what the API asks
 // of its clients. Each adds events at a steady pace to its own Indexer, which gives every
-// event its id (a UUIDv7) and timestamp before the first attempt, cuts batches of size events,
-// and resends a batch unchanged after a 429 or 503 (no sooner than its Retry-After) or a cut
-// connection, until it is stored. An event stored by an attempt whose answer was lost comes
-// back as a duplicate, and must still be stored once.
+// event its id (a UUIDv7) and timestamp before the first attempt, cuts batches, and resends a
+// batch unchanged after a 429 or 503 (no sooner than its Retry-After) or a cut connection,
+// until it is stored. An event stored by an attempt whose answer was lost comes back as a
+// duplicate, and must still be stored once.
 //
 // What they were told comes from the client alone: each event's callbacks (acknowledged ids
 // join the traffic's, so the check covers them; a failure fails the test), the Indexers'
@@ -413,7 +415,6 @@ func retriersText(clients, size int) string {
 // wait before each retry).
 type retriers struct {
 	tr     *traffic
-	size   int
 	ixs    []client.Indexer
 	cancel context.CancelFunc // ends the adding, and an Add waiting for room
 	wg     sync.WaitGroup
@@ -430,11 +431,11 @@ type retriers struct {
 
 // startRetriers starts clients that post to ingestURL, answered as ack says. Stop must be
 // called before the check.
-func (f *fault) startRetriers(ingestURL string, clients, size int, ack client.Ack) *retriers {
+func (f *fault) startRetriers(ingestURL string, clients int, ack client.Ack) *retriers {
 	t := f.t
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &retriers{tr: f.tr, size: size, cancel: cancel, answers: map[string]int{}, errs: make(chan error, clients)}
+	r := &retriers{tr: f.tr, cancel: cancel, answers: map[string]int{}, errs: make(chan error, clients)}
 	for n := range clients {
 		c, err := client.New(client.Options{IngestURL: ingestURL, Ack: ack, OnAttempt: r.attempt,
 			// A batch not stored within 3 minutes fails, and the test with it: a hang guard.
@@ -442,7 +443,7 @@ func (f *fault) startRetriers(ingestURL string, clients, size int, ack client.Ac
 		if err != nil {
 			t.Fatal(err)
 		}
-		ix, err := c.NewIndexer(client.IndexerConfig{FlushEvents: size, FlushBytes: retrierBuffer / 2, MaxBufferedBytes: retrierBuffer})
+		ix, err := c.NewIndexer(client.IndexerConfig{FlushEvents: retrierBatch, FlushBytes: retrierBuffer / 2, MaxBufferedBytes: retrierBuffer})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -462,7 +463,7 @@ func (f *fault) startRetriers(ingestURL string, clients, size int, ack client.Ac
 	return r
 }
 
-// add adds events to ix, one every retrierPace/size, until ctx ends.
+// add adds events to ix, one every retrierPace/retrierBatch, until ctx ends.
 func (r *retriers) add(ctx context.Context, ix client.Indexer, n int) {
 	cb := client.Callbacks{
 		OnSuccess: func(e client.Event) { r.tr.acks.add(e.ID) },
@@ -472,7 +473,7 @@ func (r *retriers) add(ctx context.Context, ix client.Indexer, n int) {
 			r.mu.Unlock()
 		},
 	}
-	tick := time.NewTicker(retrierPace / time.Duration(r.size))
+	tick := time.NewTicker(retrierPace / retrierBatch)
 	defer tick.Stop()
 	for i := 0; ; i++ {
 		start := time.Now()
@@ -561,7 +562,7 @@ func (r *retriers) Stop(t *testing.T) string {
 		"(acknowledged to their callbacks), %d failed; %d requests, %d of them resending a batch after a failed attempt; "+
 		"%d events found already stored by a resent attempt (written by an attempt whose answer was lost), each stored once; "+
 		"their attempts were answered %s; %d retries followed an answer with Retry-After (%d sooner than it asked)",
-		len(r.ixs), r.size, retrierBuffer>>10, s.Added, s.Stored, s.Failed, s.Requests, s.Retries, s.DuplicatesOnRetry,
+		len(r.ixs), retrierBatch, retrierBuffer>>10, s.Added, s.Stored, s.Failed, s.Requests, s.Retries, s.DuplicatesOnRetry,
 		histogram(r.answers), r.retryAfter, len(r.tooSoon))
 	if n := s.Duplicates - s.DuplicatesOnRetry; n > 0 {
 		out += fmt.Sprintf("; %d events found already stored by a first attempt (ingest's own resend of a bulk request whose answer it lost)", n)

@@ -31,14 +31,14 @@ func TestFaultIngestKill9(t *testing.T) {
 		"Ingest killed with SIGKILL %d times at random moments (1–3 s after each restart) and restarted on the same address, "+
 			"under an open-loop load of %.0f requests/s × %d events (201 mode) and %s; the archiver runs beside it and is then "+
 			"left to catch up.",
-		kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4, 10)))
+		kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4)))
 	a := addr(t)
 	ing := startIngest(t, esCfg, a)
 	all := []*service{ing}
 	arch := startArchiver(t, esCfg, pgCfg)
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
-	rt := f.startRetriers(ing.URL, 4, 10, client.AckDurable)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	var atKill []int
 	for i := 0; i < kills; i++ {
 		before := f.tr.acks.count()
@@ -91,14 +91,14 @@ func TestFaultIngestSIGTERMAsync(t *testing.T) {
 			"before writing; ingest.bulk_flush_interval=%s so that events are queued when the signal comes), beside %s "+
 			"(with ?ack=async too); the clients keep sending while it drains; a new instance serves each round on the same "+
 			"address, and a last one, stopped the same way, serves the retrying clients until they are done.",
-		rounds, cfg.Rate, cfg.EventsPerRequest, flush, retriersText(4, 10)))
+		rounds, cfg.Rate, cfg.EventsPerRequest, flush, retriersText(4)))
 	var pending []string
 	a, flushEnv := addr(t), "SPILLWAY_INGEST_BULK_FLUSH_INTERVAL="+flush
 	var rt *retriers
 	for r := 0; r < rounds; r++ {
 		ing := startIngest(t, esCfg, a, flushEnv)
 		if rt == nil {
-			rt = f.startRetriers(ing.URL, 4, 10, client.AckAsync)
+			rt = f.startRetriers(ing.URL, 4, client.AckAsync)
 		}
 		cfg.IngestURL = ing.URL
 		ld := startLoad(f.tr, cfg)
@@ -166,7 +166,7 @@ func TestFaultIngestSIGTERM(t *testing.T) {
 			"with one-event probes every 20 ms on fresh connections until the listener closed; after the signal, /readyz was "+
 			"asked until it failed and one more event posted; beside %s. A new instance serves each round on the same address, "+
 			"and a last one serves the retrying clients until they are done.",
-		rounds, cfg.Rate, cfg.EventsPerRequest, flush, delay, retriersText(4, 10)))
+		rounds, cfg.Rate, cfg.EventsPerRequest, flush, delay, retriersText(4)))
 	var byRound, late []string
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
 	a, env := addr(t), []string{"SPILLWAY_INGEST_BULK_FLUSH_INTERVAL=" + flush, "SPILLWAY_HTTP_DRAIN_DELAY=" + delay}
@@ -174,7 +174,7 @@ func TestFaultIngestSIGTERM(t *testing.T) {
 	for r := 0; r < rounds; r++ {
 		ing := startIngest(t, esCfg, a, env...)
 		if rt == nil {
-			rt = f.startRetriers(ing.URL, 4, 10, client.AckDurable)
+			rt = f.startRetriers(ing.URL, 4, client.AckDurable)
 		}
 		cfg.IngestURL = ing.URL
 		ld := startLoad(f.tr, cfg)

@@ -36,13 +36,13 @@ func TestFaultPostgresUnavailable(t *testing.T) {
 			"%.0f requests/s × %d events and %.0f searches/s (latest 100 events of a client; search.cold_tier=true, so search "+
 			"also reads PostgreSQL), beside %s; the archiver (archiver.backoff_max=%s) runs throughout; the load continues for "+
 			"2 s after the restart, then the archiver is left to catch up.",
-		outage, cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, retriersText(4, 10), backoffMax))
+		outage, cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, retriersText(4), backoffMax))
 	ing := startIngest(t, esCfg, addr(t))
 	search := startSearch(t, esCfg, append(testenv.PGEnv(pgCfg), "SPILLWAY_SEARCH_COLD_TIER=true")...)
 	arch := startArchiver(t, esCfg, pgCfg, "SPILLWAY_ARCHIVER_BACKOFF_MAX="+backoffMax.String())
 	cfg.IngestURL, cfg.SearchURL = ing.URL, search.URL
 	ld := startLoad(f.tr, cfg)
-	rt := f.startRetriers(ing.URL, 4, 10, client.AckDurable)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 1000)
 	waitFor(t, "the archiver's first rows", func() bool { return archivedRows(t, pg) > 0 })
 	f.step("load and archiving under way")

@@ -45,7 +45,7 @@ func TestFaultReplyLost(t *testing.T) {
 		"Proxies lose one reply in %d after the request was served: between the clients and ingest (`POST /api/v1/events`: "+
 			"the connection is cut as ingest's 201 begins) and between ingest and Elasticsearch (`_bulk`: cut as Elasticsearch's "+
 			"answer begins). The clients are %s; ingest resends the items of a bulk request it got no answer for. The load runs "+
-			"for at least %s and until each proxy has cut %d replies.", every, retriersText(clients, 10), minLoad, minCuts))
+			"for at least %s and until each proxy has cut %d replies.", every, retriersText(clients), minLoad, minCuts))
 	ing := startIngest(t, viaProxy, addr(t))
 	toIngest, err := netproxy.StartWith("127.0.0.1:0", strings.TrimPrefix(ing.URL, "http://"), netproxy.Options{
 		CutReply: func(line string) bool {
@@ -56,7 +56,7 @@ func TestFaultReplyLost(t *testing.T) {
 	}
 	t.Cleanup(func() { toIngest.Close() })
 
-	rt := f.startRetriers("http://"+toIngest.Addr(), clients, 10, client.AckDurable)
+	rt := f.startRetriers("http://"+toIngest.Addr(), clients, client.AckDurable)
 	start := time.Now()
 	deadline := start.Add(3 * time.Minute) // a hang guard, not a bound
 	for time.Since(start) < minLoad || toIngest.Cuts() < minCuts || toES.Cuts() < minCuts {
