@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/pgstore"
 	"github.com/spillway/spillway/pkg/testenv"
 )
@@ -30,11 +31,12 @@ func TestFaultArchiverKill9PostgresRestart(t *testing.T) {
 	f := newFault(t, "archiver kill -9, PostgreSQL crash", fmt.Sprintf(
 		"The archiver killed with SIGKILL %d times at random points (0.3–2.5 s after each start); in every other run the "+
 			"(private) PostgreSQL is crashed (`pg_ctl stop -m immediate`) and restarted under it first; ingest load of %.0f "+
-			"requests/s × %d events throughout (2 shards); then a last archiver catches up and stops with SIGTERM.",
-		kills, cfg.Rate, cfg.EventsPerRequest))
+			"requests/s × %d events and %s throughout (2 shards); then a last archiver catches up and stops with SIGTERM.",
+		kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4)))
 	ing := startIngest(t, esCfg, addr(t))
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 200)
 
 	var progress []int
@@ -53,6 +55,7 @@ func TestFaultArchiverKill9PostgresRestart(t *testing.T) {
 		progress = append(progress, len(retry(t, "count archived rows", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, pg) })))
 	}
 	ld.Stop(t)
+	f.note("%s", rt.Stop(t))
 	f.note("rows in PostgreSQL after each kill: %v; PostgreSQL crashed %d times", progress, restarts)
 	if progress[len(progress)-1] == 0 {
 		t.Fatal("nothing was archived before the last kill: the kills interrupted no work")
@@ -81,12 +84,13 @@ func TestFaultArchiverLeaderKill9StandbyTakesOver(t *testing.T) {
 	cfg := loadConfig("")
 	f := newFault(t, "archiver leader kill -9, standby takes over", fmt.Sprintf(
 		"Two archivers run against the same schema; the one holding the lease is killed with SIGKILL %d time(s) while "+
-			"it archives, under an open-loop ingest load of %.0f requests/s × %d events; each time the standby must take "+
-			"the lease and go on, and a new standby is started; then the load stops, the last leader catches up and stops "+
-			"with SIGTERM. Archivers poll the lease every 50 ms.", kills, cfg.Rate, cfg.EventsPerRequest))
+			"it archives, under an open-loop ingest load of %.0f requests/s × %d events and %s; each time the standby must "+
+			"take the lease and go on, and a new standby is started; then the load stops, the last leader catches up and "+
+			"stops with SIGTERM. Archivers poll the lease every 50 ms.", kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4)))
 	ing := startIngest(t, esCfg, addr(t))
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 200)
 
 	leader := startArchiver(t, esCfg, pgCfg)
@@ -117,6 +121,7 @@ func TestFaultArchiverLeaderKill9StandbyTakesOver(t *testing.T) {
 	f.step("kills")
 	time.Sleep(time.Second) // the last leader archives under load too
 	ld.Stop(t)
+	f.note("%s", rt.Stop(t))
 	f.note("takeover (SIGKILL of the leader until the standby logged that it leads), after each kill: %s; "+
 		"until the new leader's first batch was committed: %s", strings.Join(takeover, ", "), strings.Join(firstBatch, ", "))
 

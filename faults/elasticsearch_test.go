@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/testenv"
@@ -80,16 +81,15 @@ func testStopped(t *testing.T, node *testenv.ESNode) {
 	cfg := loadConfig("")
 	f := newFault(t, "Elasticsearch stopped", fmt.Sprintf(
 		"The (private, single-node) Elasticsearch stopped with SIGTERM for %s, then started again, under an open-loop load of "+
-			"%.0f requests/s × %d events and 4 clients that resend each 10-event batch until it is acknowledged; one-event probes "+
-			"every 200 ms while it is down; ingest is not restarted.",
-		outage, cfg.Rate, cfg.EventsPerRequest))
+			"%.0f requests/s × %d events and %s; one-event probes every 200 ms while it is down; ingest is not restarted.",
+		outage, cfg.Rate, cfg.EventsPerRequest, retriersText(4)))
 	ing := startIngest(t, esCfg, addr(t))
 	p := newProber(ing.URL, f.tr)
 	warmUp(t, f, p)
 	rss := sampleRSS(ing.Pid(), "before")
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
-	rt := startRetriers(f.tr, ing.URL, 4, 10)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 500)
 
 	f.step("load before the stop")
@@ -174,13 +174,14 @@ func testBlocked(t *testing.T, node *testenv.ESNode, name, blockHow, unblockHow 
 	cfg := loadConfig("")
 	f := newFault(t, name, fmt.Sprintf(
 		"%s, for at least %s and until 5 probes were answered, under an open-loop load of %.0f "+
-			"requests/s × %d events, with one-event probes every 500 ms; then %s.",
-		blockHow, hold, cfg.Rate, cfg.EventsPerRequest, unblockHow))
+			"requests/s × %d events and %s, with one-event probes every 500 ms; then %s.",
+		blockHow, hold, cfg.Rate, cfg.EventsPerRequest, retriersText(4), unblockHow))
 	ing := startIngest(t, esCfg, addr(t))
 	p := newProber(ing.URL, f.tr)
 	warmUp(t, f, p)
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 500)
 
 	indices := esCfg.IndexPrefix + "-*"
@@ -204,6 +205,7 @@ func testBlocked(t *testing.T, node *testenv.ESNode, name, blockHow, unblockHow 
 	waitAcks(t, f.tr, 500)
 	time.Sleep(2 * time.Second)
 	ld.Stop(t)
+	f.note("%s", rt.Stop(t))
 
 	blockedProbes := p.phase("blocked")
 	f.note("while the block held: %s", describe(blockedProbes))
@@ -269,9 +271,9 @@ func TestFaultElasticsearchNodeLoss(t *testing.T) {
 	cfg.SearchRate = pick(20.0, 50.0)
 	f := newFault(t, "Elasticsearch node holding a primary killed", fmt.Sprintf(
 		"A 3-node cluster on loopback, 1 replica (elasticsearch.replicas=1); the node holding the primary of the current daily "+
-			"index killed with SIGKILL during an open-loop load of %.0f requests/s × %d events and %.0f searches/s, beside 4 "+
-			"clients that resend each 10-event batch until it is acknowledged; the load "+
-			"continues for %s after ingest and search answer again; the node stays down for the check.", cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, after))
+			"index killed with SIGKILL during an open-loop load of %.0f requests/s × %d events and %.0f searches/s, beside %s; "+
+			"the load continues for %s after ingest and search answer again; the node stays down for the check.",
+		cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, retriersText(4), after))
 	f.steps = append(f.steps, fmt.Sprintf("3 nodes started %.1f s", started.Seconds()))
 	ing := startIngest(t, esCfg, addr(t))
 	search := startSearch(t, esCfg)
@@ -284,7 +286,7 @@ func TestFaultElasticsearchNodeLoss(t *testing.T) {
 	f.step("index green")
 	cfg.IngestURL, cfg.SearchURL = ing.URL, search.URL
 	ld := startLoad(f.tr, cfg)
-	rt := startRetriers(f.tr, ing.URL, 4, 10)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 500)
 	f.step("load flowing")
 	primary, replica := shardNodes(t, base, index)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/loadgen"
@@ -379,146 +381,193 @@ func warmUp(t *testing.T, f *fault, p *prober) {
 	f.last = time.Now()
 }
 
-// ---- clients that retry, as the API asks them to ----
+// ---- clients that retry: the official Go client ----
 
-// sentEvent is an event as a client builds it before its first attempt: the id and the
-// timestamp are chosen once, so that every attempt sends the same event.
-type sentEvent struct {
-	ID        string          `json:"id"`
-	ClientID  string          `json:"clientId"`
-	Type      string          `json:"type"`
-	Timestamp time.Time       `json:"timestamp"`
-	Payload   json.RawMessage `json:"payload"`
+const (
+	// retrierClient is the clientId of the retrying clients' events.
+	retrierClient = "retrier"
+	// retrierBatch is the events per batch (IndexerConfig.FlushEvents).
+	retrierBatch = 10
+	// retrierPace is how often each retrying client adds a batch's worth of events, one at a
+	// time.
+	retrierPace = 200 * time.Millisecond
+	// retrierBuffer bounds each retrying client's Indexer (MaxBufferedBytes): some seconds of
+	// its events, so that an outage fills it and Add waits, as it must.
+	retrierBuffer = 32 << 10
+)
+
+// retriersText describes the retrying clients in a fault's description.
+func retriersText(clients int) string {
+	return fmt.Sprintf("%d clients of the official Go client (each a `pkg/client` Indexer cutting %d-event batches) "+
+		"that resend each batch, with the same ids and timestamps, until it is stored", clients, retrierBatch)
 }
 
-// poster is the fault suite's one seam to an API client. Post sends one batch until it is
-// acknowledged (201), resending it unchanged — same ids, same timestamps — after any other
-// answer or a cut connection, as the API asks clients to, until ctx ends. It returns the
-// attempts made (the first included) and the duplicates the acknowledging answer counted:
-// events already stored, by an earlier attempt whose answer was lost or by ingest's own resend
-// of a bulk request whose answer it lost. newPoster makes the suite's hand-written client;
-// the official client (pkg/client) is meant to take its place here.
-type poster interface {
-	Post(ctx context.Context, events []sentEvent) (attempts, duplicates int, err error)
-}
-
-func newPoster(ingestURL string) poster {
-	return &httpPoster{url: ingestURL + "/api/v1/events", client: &http.Client{Timeout: 30 * time.Second}}
-}
-
-// httpPoster is a minimal client: one JSON array per attempt, 100 ms between attempts.
-type httpPoster struct {
-	url    string
-	client *http.Client
-}
-
-func (p *httpPoster) Post(ctx context.Context, events []sentEvent) (attempts, duplicates int, err error) {
-	body, err := json.Marshal(events)
-	if err != nil {
-		return 0, 0, err
-	}
-	for {
-		attempts++
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
-		if err != nil {
-			return attempts, 0, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if res, err := p.client.Do(req); err == nil {
-			var out struct {
-				Duplicates int `json:"duplicates"`
-			}
-			derr := json.NewDecoder(res.Body).Decode(&out)
-			res.Body.Close()
-			if res.StatusCode == http.StatusCreated && derr == nil {
-				return attempts, out.Duplicates, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return attempts, 0, fmt.Errorf("not acknowledged after %d attempts: %w", attempts, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// retriers are clients that do what the API tells them to (through a poster): every batch
-// they start is sent until it is acknowledged. An event stored by an attempt whose answer was
-// lost comes back as a duplicate, and must still be stored once.
+// retriers are clients built on the official Go client (pkg/client), doing what the API asks
+// of its clients. Each adds events at a steady pace to its own Indexer, which gives every
+// event its id (a UUIDv7) and timestamp before the first attempt, cuts batches, and resends a
+// batch unchanged after a 429 or 503 (no sooner than its Retry-After) or a cut connection,
+// until it is stored. An event stored by an attempt whose answer was lost comes back as a
+// duplicate, and must still be stored once.
+//
+// What they were told comes from the client alone: each event's callbacks (acknowledged ids
+// join the traffic's, so the check covers them; a failure fails the test), the Indexers'
+// stats (requests, retries, duplicates) and the OnAttempt hook (events sent, answers, the
+// wait before each retry).
 type retriers struct {
-	tr         *traffic
-	stop       chan struct{}
-	wg         sync.WaitGroup
-	batches    atomic.Int64
-	resent     atomic.Int64 // attempts after the first
-	dupsResent atomic.Int64 // events a resent attempt found already stored
-	dupsFirst  atomic.Int64 // events a first attempt found already stored (ingest resent a bulk request)
-	failed     atomic.Int64 // batches not acknowledged within the hang guard
+	tr     *traffic
+	ixs    []client.Indexer
+	cancel context.CancelFunc // ends the adding, and an Add waiting for room
+	wg     sync.WaitGroup
+	errs   chan error // an Add that failed for another reason than Stop
+
+	mu         sync.Mutex
+	stats      client.IndexerStats // of every Indexer, once stopped
+	failed     []string            // "id: error" of the events not stored
+	answers    map[string]int      // attempts by status ("error": no answer)
+	retryAfter int                 // retries after an answer with Retry-After
+	tooSoon    []string            // those sent sooner than it asked
+	addWait    time.Duration       // the longest an Add waited for room in the buffer
 }
 
-func startRetriers(tr *traffic, ingestURL string, clients, size int) *retriers {
-	r := &retriers{tr: tr, stop: make(chan struct{})}
-	for c := 0; c < clients; c++ {
+// startRetriers starts clients that post to ingestURL, answered as ack says. Stop must be
+// called before the check.
+func (f *fault) startRetriers(ingestURL string, clients int, ack client.Ack) *retriers {
+	t := f.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &retriers{tr: f.tr, cancel: cancel, answers: map[string]int{}, errs: make(chan error, clients)}
+	for n := range clients {
+		c, err := client.New(client.Options{IngestURL: ingestURL, Ack: ack, OnAttempt: r.attempt,
+			// A batch not stored within 3 minutes fails, and the test with it: a hang guard.
+			Retry: client.RetryPolicy{MaxElapsed: 3 * time.Minute}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ix, err := c.NewIndexer(client.IndexerConfig{FlushEvents: retrierBatch, FlushBytes: retrierBuffer / 2, MaxBufferedBytes: retrierBuffer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.ixs = append(r.ixs, ix)
 		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			p := newPoster(ingestURL)
-			for n := 0; ; n++ {
-				r.send(p, fmt.Sprintf("retry-%d-%d", c, n), size)
-				select { // a paced client: the open-loop load is the main one
-				case <-r.stop:
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
-		}()
+		go func() { defer r.wg.Done(); r.add(ctx, ix, n) }()
 	}
+	t.Cleanup(func() { // after a failure before Stop: release the Indexers at once
+		cancel()
+		r.wg.Wait()
+		ctx, end := context.WithCancel(context.Background())
+		end()
+		for _, ix := range r.ixs {
+			_ = ix.Close(ctx)
+		}
+	})
 	return r
 }
 
-// send posts one batch until it is acknowledged (or, after 3 minutes, counts it as failed).
-func (r *retriers) send(p poster, prefix string, size int) {
-	ts := time.Now().UTC()
-	events := make([]sentEvent, size)
-	for i := range events {
-		events[i] = sentEvent{ID: fmt.Sprintf("%s-%d", prefix, i), ClientID: "retrier", Type: "retry", Timestamp: ts,
-			Payload: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}
+// add adds events to ix, one every retrierPace/retrierBatch, until ctx ends.
+func (r *retriers) add(ctx context.Context, ix client.Indexer, n int) {
+	cb := client.Callbacks{
+		OnSuccess: func(e client.Event) { r.tr.acks.add(e.ID) },
+		OnFailure: func(e client.Event, err error) {
+			r.mu.Lock()
+			r.failed = append(r.failed, fmt.Sprintf("%s: %v", e.ID, err))
+			r.mu.Unlock()
+		},
 	}
-	r.batches.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	attempts, dups, err := p.Post(ctx, events)
-	r.tr.sent.Add(int64(attempts * size))
-	r.resent.Add(int64(max(attempts-1, 0)))
-	if err != nil {
-		r.failed.Add(1)
-		return
-	}
-	if attempts > 1 {
-		r.dupsResent.Add(int64(dups))
-	} else {
-		r.dupsFirst.Add(int64(dups))
-	}
-	for _, e := range events {
-		r.tr.acks.add(e.ID)
+	tick := time.NewTicker(retrierPace / retrierBatch)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		start := time.Now()
+		e := client.Event{ClientID: retrierClient, Type: "retry", Payload: json.RawMessage(fmt.Sprintf(`{"client":%d,"i":%d}`, n, i))}
+		if err := ix.Add(ctx, e, cb); err != nil {
+			if ctx.Err() == nil {
+				r.errs <- fmt.Errorf("retrying client %d: %w", n, err)
+			}
+			return
+		}
+		waited := time.Since(start)
+		r.mu.Lock()
+		r.addWait = max(r.addWait, waited)
+		r.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }
 
-// Stop lets every client finish its batch (acknowledged) and describes what they did.
+// attempt is the clients' OnAttempt hook.
+func (r *retriers) attempt(a client.Attempt) {
+	r.tr.sent.Add(int64(a.Events))
+	status := "error"
+	if a.Status != 0 {
+		status = strconv.Itoa(a.Status)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.answers[status]++
+	var e *client.Error
+	if errors.As(a.Err, &e) && e.RetryAfter > 0 && a.Wait > 0 {
+		r.retryAfter++
+		if a.Wait < e.RetryAfter {
+			r.tooSoon = append(r.tooSoon, fmt.Sprintf("%s after %d %s with Retry-After %s", a.Wait, e.Status, e.Code, e.RetryAfter))
+		}
+	}
+}
+
+// answered counts the clients' attempts answered with status ("error": none).
+func (r *retriers) answered(status string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answers[status]
+}
+
+// Stop ends the adding, lets every Indexer send what it holds and waits for every event's
+// outcome. It fails the test when an event was not stored or a retry came sooner than the
+// server's Retry-After, and describes what the clients did.
 func (r *retriers) Stop(t *testing.T) string {
 	t.Helper()
-	close(r.stop)
+	r.cancel()
 	r.wg.Wait()
-	if n := r.failed.Load(); n > 0 {
-		t.Errorf("%d retried batches were never acknowledged", n)
+	select {
+	case err := <-r.errs:
+		t.Errorf("add: %v", err)
+	default:
 	}
-	s := fmt.Sprintf("retrying clients: %d batches, all acknowledged; %d attempts resent after a failed one; "+
-		"%d events found already stored by a resent attempt (written by an attempt whose answer was lost), each stored once",
-		r.batches.Load(), r.resent.Load(), r.dupsResent.Load())
-	if n := r.dupsFirst.Load(); n > 0 {
-		s += fmt.Sprintf("; %d events found already stored by ingest's own resend of a bulk request whose answer it lost", n)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute) // a hang guard
+	defer cancel()
+	var s client.IndexerStats
+	for _, ix := range r.ixs {
+		if err := ix.Close(ctx); err != nil {
+			t.Errorf("a retrying client's Indexer did not send everything it held: %v", err)
+		}
+		x := ix.Stats()
+		s.Added, s.Stored, s.Failed = s.Added+x.Added, s.Stored+x.Stored, s.Failed+x.Failed
+		s.Duplicates, s.DuplicatesOnRetry = s.Duplicates+x.Duplicates, s.DuplicatesOnRetry+x.DuplicatesOnRetry
+		s.Requests, s.Retries = s.Requests+x.Requests, s.Retries+x.Retries
 	}
-	return s
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stats = s
+	if s.Added == 0 {
+		t.Error("the retrying clients added no event")
+	}
+	if len(r.failed) > 0 {
+		t.Errorf("%d events of the retrying clients were not stored, e.g. %v", len(r.failed), head(r.failed))
+	}
+	if len(r.tooSoon) > 0 {
+		t.Errorf("%d retries were sent sooner than the server's Retry-After asked, e.g. %v", len(r.tooSoon), head(r.tooSoon))
+	}
+	out := fmt.Sprintf("retrying clients (%d `pkg/client` Indexers, %d-event batches, %d KiB buffer each): %d events added, %d stored "+
+		"(acknowledged to their callbacks), %d failed; %d requests, %d of them resending a batch after a failed attempt; "+
+		"%d events found already stored by a resent attempt (written by an attempt whose answer was lost), each stored once; "+
+		"their attempts were answered %s; %d retries followed an answer with Retry-After (%d sooner than it asked)",
+		len(r.ixs), retrierBatch, retrierBuffer>>10, s.Added, s.Stored, s.Failed, s.Requests, s.Retries, s.DuplicatesOnRetry,
+		histogram(r.answers), r.retryAfter, len(r.tooSoon))
+	if n := s.Duplicates - s.DuplicatesOnRetry; n > 0 {
+		out += fmt.Sprintf("; %d events found already stored by a first attempt (ingest's own resend of a bulk request whose answer it lost)", n)
+	}
+	return out + fmt.Sprintf("; the longest Add waited %.1f s for room in the buffer", r.addWait.Seconds())
 }
 
 // ---- probes: single requests whose answers are looked at one by one ----
@@ -825,7 +874,11 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 	f.step("until the check")
 	defer f.step("check")
 	acked := f.tr.acks.all()
-	esIDs := retry(t, "read Elasticsearch ids", func(ctx context.Context) ([]string, error) { return esIDs(ctx, es) })
+	docs := retry(t, "read Elasticsearch ids", func(ctx context.Context) ([]docID, error) { return esIDs(ctx, es) })
+	esIDs := make([]string, len(docs))
+	for i, d := range docs {
+		esIDs[i] = d.ID
+	}
 	var pgIDs, dupPG []string
 	if pg != nil {
 		pgIDs = retry(t, "read PostgreSQL ids", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, pg) })
@@ -856,6 +909,15 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 			unacked++
 		}
 	}
+	// Every event of the retrying clients gets its outcome before the check, and any failure
+	// has failed the test: one stored without a success is an event their retries stored again
+	// under another id or time — stored twice, which the id count above cannot see.
+	var strays []string
+	for _, d := range docs {
+		if d.ClientID == retrierClient && !ackedSet[d.ID] {
+			strays = append(strays, d.ID)
+		}
+	}
 	f.res.Sent = f.tr.sent.Load()
 	f.res.Acknowledged = int64(len(acked))
 	f.res.StoredES = int64(len(esIDs))
@@ -879,7 +941,8 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 		}
 	}
 	if unacked > 0 {
-		f.note("%d stored events were not acknowledged (their requests were cut or refused by the fault; the client retries them with the same ids)", unacked)
+		f.note("%d stored events were not acknowledged (their requests, sent once by the load generator or a probe, were cut or "+
+			"refused by the fault after the write; a client resends them with the same ids)", unacked)
 	}
 	pgCount := "-"
 	if f.res.StoredPG != nil {
@@ -898,6 +961,9 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 	}
 	if len(dupES)+len(dupPG) > 0 {
 		t.Errorf("stored more than once: %d in Elasticsearch %v, %d in PostgreSQL %v", len(dupES), head(dupES), len(dupPG), head(dupPG))
+	}
+	if len(strays) > 0 {
+		t.Errorf("%d events of the retrying clients are in Elasticsearch although no callback said they were stored, e.g. %v", len(strays), head(strays))
 	}
 }
 
@@ -958,17 +1024,20 @@ func retry[T any](t *testing.T, what string, f func(context.Context) (T, error))
 
 var everything = esstore.Range{From: time.Unix(0, 0), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}
 
-// esIDs lists every document id of the store's event indices, one per document (an id in two
+// docID is a stored event's id and clientId.
+type docID struct{ ID, ClientID string }
+
+// esIDs lists every document of the store's event indices, one per document (an id in two
 // indices is listed twice), from a point in time after a refresh; it fails rather than return
 // a partial answer.
-func esIDs(ctx context.Context, es *esstore.Store) ([]string, error) {
+func esIDs(ctx context.Context, es *esstore.Store) ([]docID, error) {
 	if err := es.Refresh(ctx); err != nil {
 		return nil, err
 	}
-	var ids []string
+	var ids []docID
 	err := es.ScanRange(ctx, everything, 10000, func(docs []esstore.Doc) error {
 		for _, d := range docs {
-			ids = append(ids, d.ID)
+			ids = append(ids, docID{d.ID, d.ClientID})
 		}
 		return nil
 	})

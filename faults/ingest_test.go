@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/testenv"
 )
@@ -28,16 +29,16 @@ func TestFaultIngestKill9(t *testing.T) {
 	cfg := loadConfig("")
 	f := newFault(t, "ingest kill -9", fmt.Sprintf(
 		"Ingest killed with SIGKILL %d times at random moments (1–3 s after each restart) and restarted on the same address, "+
-			"under an open-loop load of %.0f requests/s × %d events (201 mode) and 4 clients that resend each 10-event batch until "+
-			"it is acknowledged; the archiver runs beside it and is then left to catch up.",
-		kills, cfg.Rate, cfg.EventsPerRequest))
+			"under an open-loop load of %.0f requests/s × %d events (201 mode) and %s; the archiver runs beside it and is then "+
+			"left to catch up.",
+		kills, cfg.Rate, cfg.EventsPerRequest, retriersText(4)))
 	a := addr(t)
 	ing := startIngest(t, esCfg, a)
 	all := []*service{ing}
 	arch := startArchiver(t, esCfg, pgCfg)
 	cfg.IngestURL = ing.URL
 	ld := startLoad(f.tr, cfg)
-	rt := startRetriers(f.tr, ing.URL, 4, 10)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	var atKill []int
 	for i := 0; i < kills; i++ {
 		before := f.tr.acks.count()
@@ -73,7 +74,9 @@ var drainingRE = regexp.MustCompile(`"msg":"draining"[^\n]*"async_requests":(\d+
 // SIGTERM of ingest during load in ack=async mode: a 202 is answered before the events are
 // written, with the promise that they are written before the process exits. Each round sends
 // async load, signals the process mid-stream, and requires a clean exit; afterwards every
-// event that got a 202 must be in Elasticsearch.
+// event that got a 202 must be in Elasticsearch. The retrying clients (also ack=async) run
+// across the rounds: every instance serves on the same address, so what one refused while it
+// drained, they resend to the next.
 func TestFaultIngestSIGTERMAsync(t *testing.T) {
 	rounds := pick(1, 3)
 	esCfg := testenv.ES(t)
@@ -85,12 +88,18 @@ func TestFaultIngestSIGTERMAsync(t *testing.T) {
 	const flush = "500ms"
 	f := newFault(t, "ingest SIGTERM, ack=async", fmt.Sprintf(
 		"Ingest was sent SIGTERM %d time(s), each 2–4 s into an open-loop load of %.0f requests/s × %d events with ?ack=async (202 answered "+
-			"before writing; ingest.bulk_flush_interval=%s so that events are queued when the signal comes); the clients keep "+
-			"sending while it drains; a new instance serves each round.",
-		rounds, cfg.Rate, cfg.EventsPerRequest, flush))
+			"before writing; ingest.bulk_flush_interval=%s so that events are queued when the signal comes), beside %s "+
+			"(with ?ack=async too); the clients keep sending while it drains; a new instance serves each round on the same "+
+			"address, and a last one, stopped the same way, serves the retrying clients until they are done.",
+		rounds, cfg.Rate, cfg.EventsPerRequest, flush, retriersText(4)))
 	var pending []string
+	a, flushEnv := addr(t), "SPILLWAY_INGEST_BULK_FLUSH_INTERVAL="+flush
+	var rt *retriers
 	for r := 0; r < rounds; r++ {
-		ing := startIngest(t, esCfg, addr(t), "SPILLWAY_INGEST_BULK_FLUSH_INTERVAL="+flush)
+		ing := startIngest(t, esCfg, a, flushEnv)
+		if rt == nil {
+			rt = f.startRetriers(ing.URL, 4, client.AckAsync)
+		}
 		cfg.IngestURL = ing.URL
 		ld := startLoad(f.tr, cfg)
 		time.Sleep(jitter(2*time.Second, 4*time.Second))
@@ -111,6 +120,17 @@ func TestFaultIngestSIGTERMAsync(t *testing.T) {
 			t.Errorf("round %d: ingest reports lost async events", r+1)
 		}
 	}
+	// What the last drain refused, the retrying clients resend to a last instance; its 202s
+	// are kept by its own drain.
+	last := startIngest(t, esCfg, a, flushEnv)
+	f.note("%s", rt.Stop(t))
+	last.Term()
+	if err := last.Wait(time.Minute); err != nil {
+		t.Errorf("the last instance did not exit cleanly after SIGTERM: %v", err)
+	}
+	if strings.Contains(last.Logs(), "async events lost") {
+		t.Error("the last instance reports lost async events")
+	}
 	f.note("async requests still being written when each drain began: %s", strings.Join(pending, ", "))
 	total := 0
 	for _, p := range pending {
@@ -129,7 +149,8 @@ func TestFaultIngestSIGTERMAsync(t *testing.T) {
 // signal get 503 with Retry-After (the client resends elsewhere, with the same ids) for
 // http.drain_delay and are then refused, requests in flight finish with 201, and every 201 is
 // stored. The group-commit window is widened to 1 s so that requests are held in the process
-// when the signal comes.
+// when the signal comes. The retrying clients run across the rounds: every instance serves on
+// the same address, so they resend to the next one what a draining one refused.
 func TestFaultIngestSIGTERM(t *testing.T) {
 	rounds := pick(1, 3)
 	esCfg := testenv.ES(t)
@@ -143,16 +164,22 @@ func TestFaultIngestSIGTERM(t *testing.T) {
 		"Ingest was sent SIGTERM %d time(s) under an open-loop load of %.0f requests/s × %d events (201 mode; "+
 			"ingest.bulk_flush_interval=%s, so that requests wait in the process for their bulk request; http.drain_delay=%s), "+
 			"with one-event probes every 20 ms on fresh connections until the listener closed; after the signal, /readyz was "+
-			"asked until it failed and one more event posted. A new instance serves each round.", rounds, cfg.Rate, cfg.EventsPerRequest, flush, delay))
+			"asked until it failed and one more event posted; beside %s. A new instance serves each round on the same address, "+
+			"and a last one serves the retrying clients until they are done.",
+		rounds, cfg.Rate, cfg.EventsPerRequest, flush, delay, retriersText(4)))
 	var byRound, late []string
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Minute}
+	a, env := addr(t), []string{"SPILLWAY_INGEST_BULK_FLUSH_INTERVAL=" + flush, "SPILLWAY_HTTP_DRAIN_DELAY=" + delay}
+	var rt *retriers
 	for r := 0; r < rounds; r++ {
-		a := addr(t)
-		ing := startIngest(t, esCfg, a, "SPILLWAY_INGEST_BULK_FLUSH_INTERVAL="+flush, "SPILLWAY_HTTP_DRAIN_DELAY="+delay)
+		ing := startIngest(t, esCfg, a, env...)
+		if rt == nil {
+			rt = f.startRetriers(ing.URL, 4, client.AckDurable)
+		}
 		cfg.IngestURL = ing.URL
 		ld := startLoad(f.tr, cfg)
 		p := newProber(ing.URL, f.tr)
-		p.client = client
+		p.client = hc
 		ctx, stopProbes := context.WithCancel(context.Background())
 		phase := fmt.Sprintf("round %d", r+1)
 		p.every(ctx, phase, 20*time.Millisecond)
@@ -162,7 +189,7 @@ func TestFaultIngestSIGTERM(t *testing.T) {
 		ing.Term()
 		var readyz string
 		waitFor(t, "/readyz to fail", func() bool {
-			res, err := client.Get(ing.URL + "/readyz")
+			res, err := hc.Get(ing.URL + "/readyz")
 			if err != nil {
 				t.Fatalf("round %d: /readyz refused before it failed (%v): the listener closed without draining", r+1, err)
 			}
@@ -218,6 +245,11 @@ func TestFaultIngestSIGTERM(t *testing.T) {
 		}
 		byRound = append(byRound, fmt.Sprintf("%d answered 201 after the signal (in flight at it), %d answered 503 draining with Retry-After, "+
 			"%d refused once the listener had closed", after, drained, refused))
+	}
+	startIngest(t, esCfg, a, env...) // what the last drain refused, the retrying clients resend here
+	f.note("%s", rt.Stop(t))
+	if rt.answered("503") == 0 {
+		t.Error("no attempt of the retrying clients was answered 503 by a draining instance: their resend was not exercised")
 	}
 	f.note("one-event probes on fresh connections, by round: %s", strings.Join(byRound, "; "))
 	f.note("after the signal: %s", strings.Join(late, "; "))

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/testenv"
 )
@@ -33,13 +34,15 @@ func TestFaultPostgresUnavailable(t *testing.T) {
 	f := newFault(t, "PostgreSQL unavailable", fmt.Sprintf(
 		"The (private) PostgreSQL stopped (`pg_ctl stop -m fast`) for %s, then started again, under an open-loop load of "+
 			"%.0f requests/s × %d events and %.0f searches/s (latest 100 events of a client; search.cold_tier=true, so search "+
-			"also reads PostgreSQL); the archiver (archiver.backoff_max=%s) runs throughout; the load continues for 2 s after "+
-			"the restart, then the archiver is left to catch up.", outage, cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, backoffMax))
+			"also reads PostgreSQL), beside %s; the archiver (archiver.backoff_max=%s) runs throughout; the load continues for "+
+			"2 s after the restart, then the archiver is left to catch up.",
+		outage, cfg.Rate, cfg.EventsPerRequest, cfg.SearchRate, retriersText(4), backoffMax))
 	ing := startIngest(t, esCfg, addr(t))
 	search := startSearch(t, esCfg, append(testenv.PGEnv(pgCfg), "SPILLWAY_SEARCH_COLD_TIER=true")...)
 	arch := startArchiver(t, esCfg, pgCfg, "SPILLWAY_ARCHIVER_BACKOFF_MAX="+backoffMax.String())
 	cfg.IngestURL, cfg.SearchURL = ing.URL, search.URL
 	ld := startLoad(f.tr, cfg)
+	rt := f.startRetriers(ing.URL, 4, client.AckDurable)
 	waitAcks(t, f.tr, 1000)
 	waitFor(t, "the archiver's first rows", func() bool { return archivedRows(t, pg) > 0 })
 	f.step("load and archiving under way")
@@ -66,6 +69,7 @@ func TestFaultPostgresUnavailable(t *testing.T) {
 	after := archiverStatus(t, esCfg, pgCfg)
 	time.Sleep(2 * time.Second)
 	ld.Stop(t)
+	f.note("%s", rt.Stop(t))
 	archivetest.WaitCaughtUp(t, es, pg, 3*time.Minute)
 	caughtUp := time.Since(restarted)
 	f.step("until caught up")

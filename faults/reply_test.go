@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/netproxy"
 	"github.com/spillway/spillway/pkg/testenv"
@@ -41,11 +42,10 @@ func TestFaultReplyLost(t *testing.T) {
 	viaProxy.URLs = []string{"http://" + toES.Addr()}
 
 	f := newFault(t, "reply lost after the write", fmt.Sprintf(
-		"Proxies lose one reply in %d after the request was served: between %d clients and ingest (`POST /api/v1/events`: "+
+		"Proxies lose one reply in %d after the request was served: between the clients and ingest (`POST /api/v1/events`: "+
 			"the connection is cut as ingest's 201 begins) and between ingest and Elasticsearch (`_bulk`: cut as Elasticsearch's "+
-			"answer begins). The clients send 10-event batches and resend each with the same ids and timestamps until it is "+
-			"acknowledged; ingest resends the items of a bulk request it got no answer for. The load runs for at least %s and "+
-			"until each proxy has cut %d replies.", every, clients, minLoad, minCuts))
+			"answer begins). The clients are %s; ingest resends the items of a bulk request it got no answer for. The load runs "+
+			"for at least %s and until each proxy has cut %d replies.", every, retriersText(clients), minLoad, minCuts))
 	ing := startIngest(t, viaProxy, addr(t))
 	toIngest, err := netproxy.StartWith("127.0.0.1:0", strings.TrimPrefix(ing.URL, "http://"), netproxy.Options{
 		CutReply: func(line string) bool {
@@ -56,7 +56,7 @@ func TestFaultReplyLost(t *testing.T) {
 	}
 	t.Cleanup(func() { toIngest.Close() })
 
-	rt := startRetriers(f.tr, "http://"+toIngest.Addr(), clients, 10)
+	rt := f.startRetriers("http://"+toIngest.Addr(), clients, client.AckDurable)
 	start := time.Now()
 	deadline := start.Add(3 * time.Minute) // a hang guard, not a bound
 	for time.Since(start) < minLoad || toIngest.Cuts() < minCuts || toES.Cuts() < minCuts {
@@ -72,10 +72,10 @@ func TestFaultReplyLost(t *testing.T) {
 		toIngest.Cuts(), posts.Load(), toES.Cuts(), bulks.Load())
 	f.note503(ing)
 	f.check(es, nil)
-	if rt.dupsResent.Load() == 0 {
+	if rt.stats.DuplicatesOnRetry == 0 {
 		t.Error("no resent batch found its events already stored: the lost replies of ingest were not exercised")
 	}
-	if rt.dupsFirst.Load() == 0 {
+	if rt.stats.Duplicates == rt.stats.DuplicatesOnRetry {
 		t.Error("no answer counted events ingest had resent after a lost `_bulk` reply: that path was not exercised")
 	}
 }

@@ -63,9 +63,15 @@ type IndexerStats struct {
 	// by an attempt whose answer was lost, or posted before with the same id. The API reports
 	// a count per request, not which events, so callbacks cannot say.
 	Duplicates uint64
-	Failed     uint64 // events that failed
-	Requests   uint64 // HTTP requests sent, retries included
-	Retries    uint64 // requests that resent a batch after a failed attempt
+	// DuplicatesOnRetry counts, among Duplicates, those counted by the answer to a retry (a
+	// request counted in Retries): usually events that the batch's earlier attempt stored
+	// although its answer was lost. The other duplicates were counted by a batch's first
+	// attempt: events posted before with the same ids, or events the ingest service found
+	// already stored when it resent its own request to Elasticsearch after losing that answer.
+	DuplicatesOnRetry uint64
+	Failed            uint64 // events that failed
+	Requests          uint64 // HTTP requests sent, retries included
+	Retries           uint64 // requests that resent a batch after a failed attempt
 }
 
 // IndexerConfig configures an Indexer. Zero values take the defaults.
@@ -154,7 +160,7 @@ type indexer struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{} // closed once every event has its outcome after Close
 
-	added, stored, dups, failed, requests, retries atomic.Uint64
+	added, stored, dups, dupsOnRetry, failed, requests, retries atomic.Uint64
 }
 
 func (ix *indexer) Add(ctx context.Context, e Event, cbs ...Callbacks) error {
@@ -199,7 +205,8 @@ func (ix *indexer) Close(ctx context.Context) error {
 
 func (ix *indexer) Stats() IndexerStats {
 	return IndexerStats{Added: ix.added.Load(), Stored: ix.stored.Load(), Duplicates: ix.dups.Load(),
-		Failed: ix.failed.Load(), Requests: ix.requests.Load(), Retries: ix.retries.Load()}
+		DuplicatesOnRetry: ix.dupsOnRetry.Load(), Failed: ix.failed.Load(), Requests: ix.requests.Load(),
+		Retries: ix.retries.Load()}
 }
 
 // batch cuts the queue into batches and hands them to the senders. Cut batches wait in ready
@@ -266,6 +273,9 @@ func (ix *indexer) send(items []*item) {
 		ix.retries.Add(uint64(max(attempts-1, 0)))
 		if err == nil {
 			ix.dups.Add(uint64(res.Duplicates))
+			if attempts > 1 {
+				ix.dupsOnRetry.Add(uint64(res.Duplicates))
+			}
 			ix.succeed(items)
 			return
 		}

@@ -182,6 +182,30 @@ func TestIndexerRejectedByElasticsearch(t *testing.T) {
 	}
 }
 
+// TestIndexerCountsDuplicatesOnRetry: the stats tell the duplicates a retry found (the lost
+// answer's attempt had stored the batch) from those a first attempt found (the server had
+// them before), although the server reports only a count per request.
+func TestIndexerCountsDuplicatesOnRetry(t *testing.T) {
+	f := &ingestFake{answer: func(n int, p posted, w http.ResponseWriter) {
+		switch first := p.Events[0].ID; {
+		case first == "e0" && n == 1:
+			hangUp(w) // stored, answer lost
+		case first == "e0":
+			storedDup(w, p, len(p.Events))
+		default:
+			storedDup(w, p, 2) // e.g. found by ingest's own resend to Elasticsearch
+		}
+	}}
+	c, _ := newClient(t, startFake(t, f), Options{})
+	ix := newIndexer(t, c, IndexerConfig{FlushEvents: 3, Workers: 1})
+	o := newOutcomes()
+	addAll(t, ix, 6, o)
+	want := IndexerStats{Added: 6, Stored: 6, Duplicates: 5, DuplicatesOnRetry: 3, Requests: 3, Retries: 1}
+	if s := ix.Stats(); s != want || len(o.succeeded()) != 6 {
+		t.Errorf("stats %+v, want %+v; %d succeeded", s, want, len(o.succeeded()))
+	}
+}
+
 // TestIndexerSplitsTooLarge: a batch over the server's limits (413) is sent in halves until
 // each fits; a single event that does not fit fails.
 func TestIndexerSplitsTooLarge(t *testing.T) {

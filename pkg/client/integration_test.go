@@ -182,7 +182,7 @@ func testLostReplies(t *testing.T, svc services) {
 	if err := ix.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if s := ix.Stats(); s.Stored != 4 || s.Duplicates != 4 || s.Retries != 1 || s.Failed != 0 {
+	if s := ix.Stats(); s.Stored != 4 || s.Duplicates != 4 || s.DuplicatesOnRetry != 4 || s.Retries != 1 || s.Failed != 0 {
 		t.Fatalf("indexer after a lost reply: %+v", s)
 	}
 	if n, err := c.Count(ctx, client.Query{ClientIDs: []string{who}}); err != nil || n != 7 {
