@@ -25,6 +25,7 @@ import (
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/httpx"
+	"github.com/spillway/spillway/pkg/resilience"
 	"github.com/spillway/spillway/pkg/version"
 )
 
@@ -259,21 +260,19 @@ func Serve(ctx context.Context, s Service) error {
 	return runErr
 }
 
-// Retry calls f until it succeeds or ctx ends, backing off exponentially from 100 ms up to max.
-// It logs each failure once per attempt at warn level with what.
+// Retry calls f until it succeeds or ctx ends, backing off (resilience.Backoff) from 100 ms up to
+// max. It logs each failure at warn level with what.
 func Retry(ctx context.Context, logger *slog.Logger, what string, max time.Duration, f func(context.Context) error) error {
-	backoff := 100 * time.Millisecond
+	bo := &resilience.Backoff{Base: 100 * time.Millisecond, Max: max, Jitter: true}
 	for {
 		err := f(ctx)
 		if err == nil {
 			return nil
 		}
-		logger.Warn(what+" failed; retrying", "err", err, "backoff", backoff.String())
-		select {
-		case <-ctx.Done():
+		d := bo.Next()
+		logger.Warn(what+" failed; retrying", "err", err, "backoff", d.String())
+		if !resilience.Sleep(ctx, d, nil) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, max)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/pgstore"
+	"github.com/spillway/spillway/pkg/resilience"
 )
 
 // Feed is the per-shard sequence-number feed of the event indices (esstore.Store).
@@ -166,7 +167,7 @@ type Archiver struct {
 	hardStop context.CancelFunc // cancels Run's context when Stop's deadline passes
 
 	lag    lagState
-	errLog errorLog
+	errLog *resilience.Throttle // repeated error lines, once a minute per message
 	// positions are the checkpoints as this process last read or moved them while it led (nil:
 	// it never led, or another process leads now). Only Run's goroutine uses them.
 	positions map[shardKey]int64
@@ -206,6 +207,7 @@ func New(es Source, pg Sink, opts Options) *Archiver {
 		a.cfg.VerifyBucket = time.Hour
 	}
 	a.metrics.setLag(&a.lag, a.now)
+	a.errLog = &resilience.Throttle{Every: time.Minute, Now: a.now}
 	return a
 }
 

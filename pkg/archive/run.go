@@ -9,6 +9,7 @@ import (
 
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/pgstore"
+	"github.com/spillway/spillway/pkg/resilience"
 )
 
 // Run archives continuously until ctx ends or Stop is called: it applies the schema, takes the
@@ -38,7 +39,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 			break
 		}
 		a.fail(ctx, "migrate", err)
-		if !a.sleep(ctx, bo.next()) {
+		if !a.sleep(ctx, bo.Next()) {
 			return nil
 		}
 	}
@@ -59,11 +60,11 @@ func (a *Archiver) Run(ctx context.Context) error {
 		if err != nil {
 			a.fail(ctx, "lead", err)
 			a.lagWithoutPostgres(ctx)
-			a.sleep(ctx, bo.next())
+			a.sleep(ctx, bo.Next())
 			continue
 		}
 		standby = false
-		bo.reset()
+		bo.Reset()
 		a.logger.Info("leading", "lease", a.lease)
 		a.metrics.leader.Set(1)
 		err = a.lead(ctx, lease)
@@ -71,7 +72,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		a.metrics.leader.Set(0)
 		if err != nil && ctx.Err() == nil {
 			a.logger.Warn("lost the lease", "err", err)
-			a.sleep(ctx, bo.next())
+			a.sleep(ctx, bo.Next())
 		}
 	}
 	a.logger.Info("archiver stopped")
@@ -107,15 +108,7 @@ func (a *Archiver) stopping() bool {
 
 // sleep waits d unless ctx ends or Stop is called; it reports whether the full time passed.
 func (a *Archiver) sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-	case <-a.stop:
-	}
-	return false
+	return resilience.Sleep(ctx, d, a.stop)
 }
 
 // lead archives while the lease is held. It returns nil when stopped, or the error that ended
@@ -169,10 +162,10 @@ func (a *Archiver) lead(ctx context.Context, lease Lease) error {
 				a.lagWithoutPostgres(ctx)
 				return fmt.Errorf("%w (lease: %v)", err, aerr)
 			}
-			a.sleep(ctx, bo.next())
+			a.sleep(ctx, bo.Next())
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		if a.cfg.VerifyInterval > 0 && a.cfg.VerifyWindow > 0 && time.Since(lastVerify) >= a.cfg.VerifyInterval {
 			lastVerify = time.Now()
 			a.periodicVerify(ctx)
@@ -426,7 +419,7 @@ func (a *Archiver) fail(ctx context.Context, op string, err error) {
 	a.metrics.errors.WithLabelValues(op).Inc()
 	msg := op + ": " + err.Error()
 	now := a.now()
-	if a.errLog.shouldLog(msg, now) {
+	if a.errLog.Allow(msg) {
 		a.logger.Error("archiving step failed; backing off", "op", op, "err", err)
 	}
 	if ctx.Err() != nil {
@@ -437,40 +430,9 @@ func (a *Archiver) fail(ctx context.Context, op string, err error) {
 	_ = a.pg.RecordError(rctx, msg, now)
 }
 
-// errorLog rate-limits repeated error lines.
-type errorLog struct {
-	mu   sync.Mutex
-	last string
-	at   time.Time
+// newBackoff is the archiver's retry policy: doubling from 100 ms (or the poll interval, when
+// shorter) up to archiver.backoff_max, with jitter so that a fleet of archivers does not retry
+// in step.
+func (a *Archiver) newBackoff() *resilience.Backoff {
+	return &resilience.Backoff{Base: min(100*time.Millisecond, a.cfg.PollInterval), Max: a.cfg.BackoffMax, Jitter: true}
 }
-
-func (l *errorLog) shouldLog(msg string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if msg == l.last && now.Sub(l.at) < time.Minute {
-		return false
-	}
-	l.last, l.at = msg, now
-	return true
-}
-
-// backoff doubles from 100 ms (or the poll interval, when shorter) up to BackoffMax.
-type backoff struct {
-	first, cur, max time.Duration
-}
-
-func (a *Archiver) newBackoff() *backoff {
-	first := min(100*time.Millisecond, a.cfg.PollInterval)
-	return &backoff{first: first, max: a.cfg.BackoffMax}
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.first
-	} else {
-		b.cur = min(b.cur*2, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }

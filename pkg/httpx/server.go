@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 )
 
 // Limits are the server-side protections every listener gets.
@@ -43,7 +43,9 @@ func NewServer(h http.Handler, l Limits, logger *slog.Logger) *http.Server {
 }
 
 // Listen opens a TCP listener that holds at most maxConns connections at once; further
-// connections wait in the kernel's backlog instead of costing memory.
+// connections wait in the kernel's backlog instead of costing memory. It is
+// netutil.LimitListener, whose Accept also returns when the listener closes, so a shutdown at
+// the cap ends within its grace.
 func Listen(addr string, maxConns int) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -52,34 +54,7 @@ func Listen(addr string, maxConns int) (net.Listener, error) {
 	if maxConns <= 0 {
 		return ln, nil
 	}
-	return &limitListener{Listener: ln, sem: make(chan struct{}, maxConns)}, nil
-}
-
-type limitListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
+	return netutil.LimitListener(ln, maxConns), nil
 }
 
 // Serve runs srv on ln until ctx ends, then shuts it down gracefully: the listener closes at

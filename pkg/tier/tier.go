@@ -32,6 +32,7 @@ import (
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
+	"github.com/spillway/spillway/pkg/resilience"
 )
 
 // Hot is the Elasticsearch tier (*esstore.Store). Safe for concurrent use.
@@ -98,7 +99,7 @@ type Store struct {
 	// tier as far as the boundary says, so queries reaching below dropped are refused.
 	dropped time.Time
 
-	warn rateLimited
+	warn *resilience.Throttle // one log line per key per minute
 }
 
 // New builds a Store. Until the first boundary read succeeds (Run or Refresh), queries that reach
@@ -116,7 +117,8 @@ func New(hot Hot, cold Cold, opts Options) *Store {
 	if opts.MaxAge < opts.Refresh {
 		opts.MaxAge = 4 * opts.Refresh
 	}
-	s := &Store{hot: hot, cold: cold, opts: opts, logger: opts.Logger, now: opts.Now}
+	s := &Store{hot: hot, cold: cold, opts: opts, logger: opts.Logger, now: opts.Now,
+		warn: &resilience.Throttle{Every: time.Minute, Now: opts.Now}}
 	s.metrics = newMetrics(opts.Registerer, func() bool { _, stale := s.boundary(s.now()); return stale })
 	return s
 }
@@ -144,7 +146,7 @@ func (s *Store) Refresh(ctx context.Context) error {
 	b, ok, err := s.cold.ColdBoundary(ctx, s.opts.Prefix)
 	if err != nil {
 		s.metrics.boundaryReads.WithLabelValues("error").Inc()
-		if s.warn.allow("boundary", start) {
+		if s.warn.Allow("boundary") {
 			s.logger.Warn("cannot read the cold boundary; ranges it may cover answer 503 once the last value is too old",
 				"err", err, "max_age", s.opts.MaxAge.String())
 		}
@@ -155,7 +157,7 @@ func (s *Store) Refresh(ctx context.Context) error {
 		b = time.Time{}
 	}
 	dropped, dok, derr := s.hot.DroppedThrough(ctx)
-	if derr != nil && s.warn.allow("retention log", start) {
+	if derr != nil && s.warn.Allow("retention log") {
 		s.logger.Warn("cannot read the retention log; keeping the last value", "err", derr)
 	}
 	s.mu.Lock()
@@ -163,7 +165,7 @@ func (s *Store) Refresh(ctx context.Context) error {
 	if derr == nil && dok && dropped.After(s.dropped) {
 		s.dropped = dropped
 	}
-	if s.dropped.After(b) && s.warn.allow("restore", start) {
+	if s.dropped.After(b) && s.warn.Allow("restore") {
 		s.logger.Error("PostgreSQL's cold boundary is behind the days retention deleted (restored from an earlier point in time?); refusing queries below the last deleted day until the archiver repairs it",
 			"boundary", b, "dropped_through", s.dropped)
 	}
@@ -418,7 +420,7 @@ func (s *Store) fail(tier, op string, err error) error {
 	if !errors.Is(err, event.ErrUnavailable) {
 		return err
 	}
-	if s.warn.allow(tier+op, s.now()) {
+	if s.warn.Allow(tier + op) {
 		s.logger.Warn("tier unavailable", "tier", tier, "op", op, "err", err)
 	}
 	return &unavailableError{cause: err}
@@ -426,7 +428,7 @@ func (s *Store) fail(tier, op string, err error) error {
 
 func (s *Store) unavailable(op string, cause error) error {
 	s.metrics.refused.WithLabelValues(op).Inc()
-	if s.warn.allow("refused"+op, s.now()) {
+	if s.warn.Allow("refused" + op) {
 		s.logger.Warn("refusing a query the cold tier must answer", "op", op, "err", cause)
 	}
 	return &unavailableError{cause: cause}
@@ -441,22 +443,3 @@ func (e *unavailableError) Error() string {
 }
 
 func (e *unavailableError) Unwrap() []error { return []error{event.ErrUnavailable, e.cause} }
-
-// rateLimited allows one log line per key per minute.
-type rateLimited struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-}
-
-func (r *rateLimited) allow(key string, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last == nil {
-		r.last = map[string]time.Time{}
-	}
-	if t, ok := r.last[key]; ok && now.Sub(t) < time.Minute {
-		return false
-	}
-	r.last[key] = now
-	return true
-}
