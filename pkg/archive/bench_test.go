@@ -87,6 +87,10 @@ func BenchmarkDrainBacklog(b *testing.B) {
 
 	// Baseline: one raw COPY of the same rows into an empty events table with its indexes.
 	raw := migrated(b, testenv.PG(b), "spillway-bench-raw")
+	// A COPY routes rows only to partitions that exist when it begins.
+	if err := raw.EnsurePartitions(ctx, benchEvent(0, base, now).Timestamp, benchEvent(n-1, base, now).Timestamp); err != nil {
+		b.Fatal(err)
+	}
 	i := 0
 	start = time.Now()
 	copied, err := testenv.RawCopy(ctx, raw.Pool(), "events", []string{"id", "client_id", "type", "ts", "ingested_at", "payload"}, func() ([]any, bool) {

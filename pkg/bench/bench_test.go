@@ -143,3 +143,28 @@ func TestRawCopyWritesRows(t *testing.T) {
 		t.Fatalf("%d rows, %d clients, %.0f payload bytes", n, clients, size)
 	}
 }
+
+// Grow spreads its rows over the days asked, one partition per day, before yesterday.
+func TestGrowSpreadsRowsOverDays(t *testing.T) {
+	ctx := testenv.Context(t, time.Minute)
+	db, err := pgstore.Open(ctx, testenv.PG(t), pgstore.Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := bench.Grow(ctx, db, 3000, 30, 512, 10)
+	if err != nil || res.Rows != 3000 || res.Bytes <= 0 {
+		t.Fatalf("grow: %+v %v", res, err)
+	}
+	parts, err := db.Partitions(ctx)
+	if err != nil || len(parts) != 30 {
+		t.Fatalf("%d partitions, want 30 (%v)", len(parts), err)
+	}
+	yesterday := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
+	if last := parts[len(parts)-1].Day; !last.Before(yesterday) {
+		t.Fatalf("the newest grown day %s is not before yesterday", last)
+	}
+}

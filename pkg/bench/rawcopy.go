@@ -9,9 +9,10 @@ import (
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
-// Copier is the raw COPY path (pgstore.Store.RawCopy).
+// Copier is the raw COPY path (pgstore.Store.RawCopy) and the partitions it needs.
 type Copier interface {
 	RawCopy(ctx context.Context, next func() (pgstore.Row, bool)) (int64, error)
+	EnsurePartitions(ctx context.Context, times ...time.Time) error
 }
 
 // RawCopyResult is what a raw COPY run measured.
@@ -32,6 +33,9 @@ func RawCopy(ctx context.Context, db Copier, rows, batch, eventSize, clients int
 	shape := NewDocShape(eventSize, clients)
 	run := "rawpg-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 	now := time.Now().UTC().Truncate(time.Microsecond)
+	if err := db.EnsurePartitions(ctx, now); err != nil {
+		return nil, err
+	}
 	var done int64
 	start := time.Now()
 	for done < int64(rows) {
