@@ -117,9 +117,6 @@ const (
 	retryMax  = time.Second
 	// maxWait bounds a Write whose context has no deadline: no wait may be unbounded.
 	maxWait = time.Minute
-	// startConcurrency is the limiter's first limit: one request on the wire while the next is
-	// gathered, until answers show what the cluster takes.
-	startConcurrency = 2
 	// requestSlack is how much longer than BulkConfig.Timeout a bulk request may take before it
 	// is abandoned and its events retried.
 	requestSlack = 5 * time.Second
@@ -141,7 +138,7 @@ func (s *Store) NewBulkWriter(c BulkConfig) (*BulkWriter, error) {
 	if c.Timeout > 0 {
 		timeout = c.Timeout + requestSlack
 	}
-	lim := newLimiter(startConcurrency, c.MaxConcurrent, time.Now)
+	lim := newLimiter(minConcurrency, c.MaxConcurrent, time.Now)
 	sender := &esSender{es: own.es, timeout: c.Timeout}
 	return &BulkWriter{
 		b:        newBatcher(sender, lim, c.FlushBytes, c.Linger, timeout, c.OnFlush, time.Now),

@@ -12,7 +12,7 @@ import "time"
 //
 // Fewer than vegasAlpha queued, with every slot in use: the cluster has room, the limit grows by
 // one. More than vegasBeta: requests queue in its write pool, where they add latency and one
-// fsync each without adding throughput, so the limit shrinks by one. (About one request waiting
+// fsync each without adding throughput, so the limit shrinks by one, down to minConcurrency. (About one request waiting
 // at the cluster is useful: it is there when a write thread frees, instead of a round trip later.) A request that failed as a
 // whole, or any item answered 429 (the write pool's queue is full), halves it.
 //
@@ -49,10 +49,17 @@ const (
 	minRTTWindow = 10 * time.Second
 )
 
-// newLimiter starts at start (clamped to [1, ceiling]) and never leaves [1, ceiling].
+// minConcurrency is the floor of the limit (when the ceiling allows it): one request on the
+// wire while the next gathers. Below it a busy writer would leave the cluster idle for a round
+// trip after every request; and the round trips of a shared machine vary so much that the
+// Vegas estimate alone would sit at one request there, with events waiting two requests' time.
+const minConcurrency = 2
+
+// newLimiter starts at start and stays within [min(minConcurrency, ceiling), ceiling].
 func newLimiter(start, ceiling int, now func() time.Time) *limiter {
 	ceiling = max(ceiling, 1)
-	return &limiter{min: 1, max: ceiling, limit: min(max(start, 1), ceiling), now: now}
+	floor := min(minConcurrency, ceiling)
+	return &limiter{min: floor, max: ceiling, limit: min(max(start, floor), ceiling), now: now}
 }
 
 // current is the number of requests that may be in flight now.

@@ -87,6 +87,9 @@ func TestLimiterShrinksWhenRequestsQueueInTheCluster(t *testing.T) {
 }
 
 func TestLimiterHalvesWhenTheClusterShedsLoad(t *testing.T) {
+	if l := newLimiter(1, 1, newFakeClock().now); l.current() != 1 {
+		t.Fatalf("limit %d with a ceiling of 1", l.current())
+	}
 	c := newFakeClock()
 	l := newLimiter(8, 8, c.now)
 	s := l.sending()
@@ -100,8 +103,8 @@ func TestLimiterHalvesWhenTheClusterShedsLoad(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		l.observe(l.sending(), ms(5), 8, true)
 	}
-	if l.current() != 1 {
-		t.Fatalf("limit %d, want the floor of 1", l.current())
+	if l.current() != minConcurrency {
+		t.Fatalf("limit %d, want the floor of %d", l.current(), minConcurrency)
 	}
 }
 
