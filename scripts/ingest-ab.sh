@@ -5,15 +5,17 @@
 # benchmark (scripts/bench.sh, private stores) is what BENCHMARKS.md quotes.
 #
 #   scripts/ingest-ab.sh [--old REV] [--rates "500 1000 2000"] [--rtts "0 5ms"] [--duration 10s] [--rounds 2]
+#                        [--events 1] [--size 5120]
 #
-# For every round, round trip and rate, the old and the new ingest (order alternating) each get
-# a fresh process and index prefix, an unrecorded warm-up, then an open-loop load of single
-# 5 KB events (loadgen run). It prints one line per run: p50/p99/max of the acknowledgement,
-# statuses, and from ingest's /metrics the events per bulk request and the concurrency limit.
+# For every round, round trip and rate (requests/s), the old and the new ingest (order
+# alternating) each get a fresh process and index prefix, an unrecorded warm-up, then an
+# open-loop load of requests of --events events of --size bytes (loadgen run). It prints one
+# line per run: p50/p99/max of all answers, p99 of the 201s and of the refusals, statuses, and
+# from ingest's /metrics the events per bulk request and the concurrency limit.
 # The new ingest is the work tree's; the old one is REV (default: main) built from git archive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-old=main rates="500 1000 2000" rtts="0 5ms" duration=10s rounds=2
+old=main rates="500 1000 2000" rtts="0 5ms" duration=10s rounds=2 events=1 size=5120
 while [ $# -gt 0 ]; do
   case "$1" in
     --old) old=$2; shift 2 ;;
@@ -21,6 +23,8 @@ while [ $# -gt 0 ]; do
     --rtts) rtts=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --events) events=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -85,10 +89,11 @@ for r in $(seq "$rounds"); do
         pid=$!
         pids+=($pid)
         waitfor "http://127.0.0.1:$port/readyz" "ingest-$which" || { tail -3 "$work/$prefix.log" >&2; exit 1; }
-        "$work/loadgen" run --ingest "http://127.0.0.1:$port" --duration 3s --rate "$rate" --event-size 5120 --concurrency 1000 >/dev/null
+        "$work/loadgen" run --ingest "http://127.0.0.1:$port" --duration 3s --rate "$rate" --event-size "$size" \
+          --events-per-request "$events" --concurrency 1000 >/dev/null
         curl -s "http://127.0.0.1:$admin/metrics" >"$work/m0"
-        "$work/loadgen" run --ingest "http://127.0.0.1:$port" --duration "$duration" --rate "$rate" --event-size 5120 \
-          --concurrency 1000 --json >"$work/res.json"
+        "$work/loadgen" run --ingest "http://127.0.0.1:$port" --duration "$duration" --rate "$rate" --event-size "$size" \
+          --events-per-request "$events" --concurrency 1000 --json >"$work/res.json"
         curl -s "http://127.0.0.1:$admin/metrics" >"$work/m1"
         kill "$pid"; wait "$pid" 2>/dev/null || true
         ev=$(( $(metric spillway_ingest_events_total accepted "$work/m1") - $(metric spillway_ingest_events_total accepted "$work/m0") ))
@@ -101,8 +106,9 @@ d = json.load(open(res))
 l = d["latency_ms"]
 per = int(ev) / int(bulks) if int(bulks) else 0
 lim = limit if which == "new" else "-"
+by = {k: f"{v['p99']:.1f}" for k, v in (d.get("latency_by_status_ms") or {}).items()}
 print(f"round {rnd} rtt {rtt:>4} rate {rate:>5}/s {which}: p50 {l['p50']:6.1f} p90 {l['p90']:6.1f} p99 {l['p99']:7.1f} max {l['max']:7.1f} ms  "
-      f"statuses {d['status_counts']} unsent {d.get('unsent', 0)}  events/bulk {per:5.1f} (bulks {bulks})  limit {lim}")
+      f"p99 by status {by}  statuses {d['status_counts']} unsent {d.get('unsent', 0)}  events/bulk {per:5.1f} (bulks {bulks})  limit {lim}")
 EOF
         curl -s -XDELETE "$es/$prefix-*?expand_wildcards=all" >/dev/null || true
         curl -s -XDELETE "$es/_index_template/$prefix-template" >/dev/null || true
