@@ -60,20 +60,22 @@ func defaults(role Role) map[string]any {
 		"postgres.statement_timeout": 60 * time.Second,
 		"postgres.connect_timeout":   10 * time.Second,
 
-		"ingest.max_body_bytes":       "10MiB",
-		"ingest.max_events":           10000,
-		"ingest.max_payload_bytes":    "256KiB",
-		"ingest.max_payload_depth":    20,
-		"ingest.max_payload_keys":     1000,
-		"ingest.max_future_skew":      24 * time.Hour,
-		"ingest.max_past_age":         30 * 24 * time.Hour,
-		"ingest.ack_timeout":          10 * time.Second,
-		"ingest.inflight_max_bytes":   "24MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
-		"ingest.inflight_max_events":  25000,   // binds after the bytes for events of 1 KB and more
-		"ingest.bulk_workers":         8,       // an upper bound: the number in flight adapts to Elasticsearch's latency
-		"ingest.bulk_flush_bytes":     "4MiB",
-		"ingest.bulk_flush_interval":  0 * time.Second, // no linger: group commit gathers only while requests are in flight
-		"ingest.retry_after":          time.Second,
+		"ingest.max_body_bytes":      "10MiB",
+		"ingest.max_events":          10000,
+		"ingest.max_payload_bytes":   "256KiB",
+		"ingest.max_payload_depth":   20,
+		"ingest.max_payload_keys":    1000,
+		"ingest.max_future_skew":     24 * time.Hour,
+		"ingest.max_past_age":        30 * 24 * time.Hour,
+		"ingest.ack_timeout":         10 * time.Second,
+		"ingest.inflight_max_bytes":  "24MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
+		"ingest.inflight_max_events": 25000,   // binds after the bytes for events of 1 KB and more
+		"ingest.bulk_workers":        8,       // an upper bound: the number in flight adapts to Elasticsearch's latency
+		"ingest.bulk_flush_bytes":    "4MiB",
+		"ingest.bulk_flush_interval": 0 * time.Second, // no linger: group commit gathers only while requests are in flight
+		"ingest.retry_after":         time.Second,
+
+		// Admission control: docs/ingest-write-path.md.
 		"ingest.queue_delay_target":   100 * time.Millisecond,
 		"ingest.queue_delay_interval": 500 * time.Millisecond,
 
