@@ -65,9 +65,9 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app.Se
 	ilog := logger.With("component", "ingest")
 	mon := ingest.NewMonitor(reg, cfg.Ingest.RetryAfter, ilog)
 	writer, err := es.NewBulkWriter(esstore.BulkConfig{
-		Workers:       cfg.Ingest.BulkWorkers,
+		MaxConcurrent: cfg.Ingest.BulkWorkers,
 		FlushBytes:    int(cfg.Ingest.BulkFlushBytes),
-		FlushInterval: cfg.Ingest.BulkFlushInterval,
+		Linger:        cfg.Ingest.BulkFlushInterval,
 		Timeout:       cfg.Ingest.AckTimeout,
 		OnFlush:       mon.ObserveFlush,
 	})

@@ -110,10 +110,19 @@ type Ingest struct {
 	AckTimeout        time.Duration `mapstructure:"ack_timeout"`
 	InflightMaxBytes  ByteSize      `mapstructure:"inflight_max_bytes"`
 	InflightMaxEvents int           `mapstructure:"inflight_max_events"`
-	BulkWorkers       int           `mapstructure:"bulk_workers"`
-	BulkFlushBytes    ByteSize      `mapstructure:"bulk_flush_bytes"`
+	// BulkWorkers bounds the bulk requests in flight; below it their number adapts to
+	// Elasticsearch's latency.
+	BulkWorkers    int      `mapstructure:"bulk_workers"`
+	BulkFlushBytes ByteSize `mapstructure:"bulk_flush_bytes"`
+	// BulkFlushInterval is an optional linger: how long a bulk request waits for more events
+	// after its first. 0: none, events are sent as soon as a request slot is free.
 	BulkFlushInterval time.Duration `mapstructure:"bulk_flush_interval"`
 	RetryAfter        time.Duration `mapstructure:"retry_after"`
+	// QueueDelayTarget and QueueDelayInterval are admission control: while the oldest event
+	// waiting for a bulk request has waited longer than the target for the interval, new
+	// requests are refused with 429 at once. A target of 0 turns it off.
+	QueueDelayTarget   time.Duration `mapstructure:"queue_delay_target"`
+	QueueDelayInterval time.Duration `mapstructure:"queue_delay_interval"`
 }
 
 // Search configures the read API and the live stream.
@@ -258,14 +267,20 @@ func (c *Config) Validate() error {
 	if in.InflightMaxEvents < in.MaxEvents {
 		bad("ingest.inflight_max_events", "must be at least ingest.max_events")
 	}
-	if in.BulkWorkers < 1 {
-		bad("ingest.bulk_workers", "must be at least 1")
+	if in.BulkWorkers < 1 || in.BulkWorkers > 256 {
+		bad("ingest.bulk_workers", "must be between 1 and 256")
 	}
 	if in.BulkFlushBytes < 1024 {
 		bad("ingest.bulk_flush_bytes", "must be at least 1KiB")
 	}
-	positiveDur(bad, "ingest.bulk_flush_interval", in.BulkFlushInterval)
+	if in.BulkFlushInterval < 0 {
+		bad("ingest.bulk_flush_interval", "must not be negative (0: no linger)")
+	}
 	positiveDur(bad, "ingest.retry_after", in.RetryAfter)
+	if in.QueueDelayTarget < 0 || in.QueueDelayTarget >= in.AckTimeout {
+		bad("ingest.queue_delay_target", "must be at least 0 (0: off) and less than ingest.ack_timeout")
+	}
+	positiveDur(bad, "ingest.queue_delay_interval", in.QueueDelayInterval)
 
 	s := c.Search
 	if s.MaxLimit < 1 || s.MaxLimit > 10000 {

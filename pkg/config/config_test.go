@@ -115,6 +115,9 @@ func TestInvalidValuesNameTheKey(t *testing.T) {
 		{"retention inside max past age", []string{"--archiver.retention_after", "744h", "--search.cold_tier", "true"}, nil, "archiver.retention_after"},
 		{"retention without cold tier", []string{"--archiver.retention_after", "1000h"}, nil, "archiver.retention_after"},
 		{"zero boundary refresh", []string{"--search.cold_boundary_refresh", "0s"}, nil, "search.cold_boundary_refresh"},
+		{"negative linger", []string{"--ingest.bulk_flush_interval", "-1ms"}, nil, "ingest.bulk_flush_interval"},
+		{"queue target beyond the ack timeout", []string{"--ingest.queue_delay_target", "10s"}, nil, "ingest.queue_delay_target"},
+		{"zero queue interval", []string{"--ingest.queue_delay_interval", "0s"}, nil, "ingest.queue_delay_interval"},
 		{"unknown file key", []string{"--config", typo}, nil, "ingest.max_event"},
 		{"missing file", []string{"--config", filepath.Join(dir, "nope.yaml")}, nil, "config"},
 	}

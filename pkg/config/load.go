@@ -70,10 +70,14 @@ func defaults(role Role) map[string]any {
 		"ingest.ack_timeout":         10 * time.Second,
 		"ingest.inflight_max_bytes":  "24MiB", // S7 in BENCHMARKS.md: RSS ≤ 300 MB under 5× overload
 		"ingest.inflight_max_events": 25000,   // binds after the bytes for events of 1 KB and more
-		"ingest.bulk_workers":        2,       // BENCHMARKS.md, "Tuning": one per write thread of a 2-core node
+		"ingest.bulk_workers":        8,       // an upper bound: the number in flight adapts to Elasticsearch's latency
 		"ingest.bulk_flush_bytes":    "4MiB",
-		"ingest.bulk_flush_interval": 5 * time.Millisecond,
+		"ingest.bulk_flush_interval": 0 * time.Second, // no linger: group commit gathers only while requests are in flight
 		"ingest.retry_after":         time.Second,
+
+		// Admission control: docs/ingest-write-path.md.
+		"ingest.queue_delay_target":   100 * time.Millisecond,
+		"ingest.queue_delay_interval": 500 * time.Millisecond,
 
 		"search.default_limit":              100,
 		"search.max_limit":                  1000,

@@ -4,47 +4,52 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/esapi"
-	"github.com/elastic/go-elasticsearch/v8/esutil"
 
 	"github.com/spillway/spillway/pkg/event"
 )
 
 // BulkConfig configures a BulkWriter.
 type BulkConfig struct {
-	// Workers is the number of concurrent bulk requests of each of the two indexers (durable and
-	// searchable).
-	Workers int
-	// FlushBytes sends a bulk request once its body reaches this size.
+	// MaxConcurrent bounds the bulk requests in flight at once (both modes together). Below it the
+	// number adapts to the latency the cluster shows (see limiter); the bound is for a cluster
+	// whose latency does not tell, e.g. many data nodes behind one coordinating node.
+	MaxConcurrent int
+	// FlushBytes caps a bulk request's body: a batch that reaches it is sent (when a slot is free)
+	// and the next one begun.
 	FlushBytes int
-	// FlushInterval sends a bulk request once its oldest event has waited this long: the
-	// group-commit window. A few milliseconds let many concurrent single-event requests share one
-	// bulk request at little cost in latency.
-	FlushInterval time.Duration
+	// Linger makes a batch wait this long after its first event for more, even when a request
+	// could be sent at once. 0, the default: no wait — events are sent as soon as a slot is free,
+	// and gathered only while none is.
+	Linger time.Duration
 	// OnFlush, when set, is called after every bulk request with its outcome (for metrics and
-	// the caller's circuit breaker). It runs on an indexer worker: it must be fast and safe for
-	// concurrent use.
+	// the caller's circuit breaker). It runs on the goroutine that sent the request: it must be
+	// fast and safe for concurrent use.
 	OnFlush func(Flush)
 	// Timeout is the bulk API's timeout: how long Elasticsearch lets an item wait for an
 	// unassigned primary shard or an index creation (default 1m). Waiting longer than the
-	// callers do only keeps a worker busy; ingest passes its acknowledgement timeout.
+	// callers do only keeps a slot busy; ingest passes its acknowledgement timeout. A bulk
+	// request is abandoned a few seconds after it.
 	Timeout time.Duration
 }
 
 // Flush describes one bulk request as seen on the wire.
 type Flush struct {
 	Searchable bool          // sent with refresh=wait_for
+	Events     int           // items in the request
 	Bytes      int64         // request body size
-	Took       time.Duration // until the response headers (or the transport error)
+	Waited     time.Duration // how long its first event waited for it to be sent
+	Took       time.Duration // until the response was read (or the transport error)
 	Status     int           // HTTP status; 0 when no response arrived
 	Err        error         // transport error (connection refused, reset, timeout)
+	Throttled  int           // items answered 429 (the cluster's write queue is full)
+	Limit      int           // bulk requests allowed in flight after this answer
 }
 
 // Failed reports whether the cluster was unreachable or answered with a server error, as opposed
@@ -89,32 +94,39 @@ type Outcome struct {
 	Attempts int    // times it was sent
 }
 
-// BulkWriter writes events through two esutil.BulkIndexers, one plain and one with
-// refresh=wait_for, so that concurrent writers share bulk requests (group commit). Each event is
-// a create with its id as _id in its daily index, so a retried event is stored once.
+// BulkWriter writes events with group commit: concurrent writers share bulk requests (see
+// batcher), as many in flight as the cluster's latency allows (see limiter). Each event is a
+// create with its id as _id in its daily index, so a retried event is stored once.
 //
-// Write is safe for concurrent use. Close drains both indexers; Write after Close fails with
+// It is built over esapi's Bulk rather than esutil.BulkIndexer: the indexer flushes on a timer
+// or a size, with a fixed number of workers each holding its own buffer, so an event arriving
+// at an idle indexer waits for the timer, the number of requests in flight cannot follow the
+// cluster, the age of what waits cannot be read for admission control, and a failed flush could
+// drop an item without any callback (go-elasticsearch#1041).
+//
+// Write is safe for concurrent use. Close drains; Write after Close fails with
 // event.ErrUnavailable.
 type BulkWriter struct {
-	durable, searchable esutil.BulkIndexer
-	indexFor            func(time.Time) string
-
-	mu     sync.RWMutex // held for reading while adding items; Close takes it for writing
-	closed bool
+	b        *batcher
+	indexFor func(time.Time) string
 }
 
 // Retry backoff for items Elasticsearch answered with 429 or 5xx, and for failed bulk requests.
 const (
 	retryBase = 50 * time.Millisecond
 	retryMax  = time.Second
-	// maxWait bounds a Write whose context has no deadline: a callback can go missing (the
-	// indexer drops items whose bulk response does not parse, and go-elasticsearch#1041 lost
-	// items on failed size-triggered flushes), so no wait may be unbounded.
+	// maxWait bounds a Write whose context has no deadline: no wait may be unbounded.
 	maxWait = time.Minute
+	// requestSlack is how much longer than BulkConfig.Timeout a bulk request may take before it
+	// is abandoned and its events retried.
+	requestSlack = 5 * time.Second
 )
 
-// NewBulkWriter starts the indexers. Their client does not retry by itself: Write retries items
-// with backoff inside its caller's deadline, where it knows whether waiting still makes sense.
+// bulkFilterPath trims the bulk response to what classify reads.
+const bulkFilterPath = "items.*.status,items.*.error.type,items.*.error.reason,items.*.error.caused_by.type,items.*.error.caused_by.reason"
+
+// NewBulkWriter starts a writer. Its client does not retry by itself: Write retries items with
+// backoff inside its caller's deadline, where it knows whether waiting still makes sense.
 func (s *Store) NewBulkWriter(c BulkConfig) (*BulkWriter, error) {
 	cfg := s.cfg
 	cfg.MaxRetries = 0
@@ -122,59 +134,54 @@ func (s *Store) NewBulkWriter(c BulkConfig) (*BulkWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &BulkWriter{indexFor: s.IndexFor}
-	for _, searchable := range []bool{false, true} {
-		bc := esutil.BulkIndexerConfig{
-			NumWorkers:    max(c.Workers, 1),
-			FlushBytes:    c.FlushBytes,
-			FlushInterval: c.FlushInterval,
-			// Items wait in the queue while their worker is sending; a deep queue lets a busy worker
-			// take a large batch next instead of blocking Add. Memory is bounded by the caller's
-			// in-flight budget, not by this queue.
-			QueueSizeMultiplier: 256,
-			Timeout:             c.Timeout,
-			Client:              &observed{next: own.es, searchable: searchable, on: c.OnFlush},
-			FilterPath:          []string{"items.*.status", "items.*.error.type", "items.*.error.reason", "items.*.error.caused_by.type", "items.*.error.caused_by.reason"},
-		}
-		if searchable {
-			bc.Refresh = "wait_for"
-		}
-		bi, err := esutil.NewBulkIndexer(bc)
-		if err != nil {
-			return nil, fmt.Errorf("bulk indexer: %w", err)
-		}
-		if searchable {
-			w.searchable = bi
-		} else {
-			w.durable = bi
-		}
+	var timeout time.Duration
+	if c.Timeout > 0 {
+		timeout = c.Timeout + requestSlack
 	}
-	return w, nil
+	lim := newLimiter(minConcurrency, c.MaxConcurrent, time.Now)
+	sender := &esSender{es: own.es, timeout: c.Timeout}
+	return &BulkWriter{
+		b:        newBatcher(sender, lim, c.FlushBytes, c.Linger, timeout, c.OnFlush, time.Now),
+		indexFor: s.IndexFor,
+	}, nil
 }
 
-// observed reports every bulk request to OnFlush.
-type observed struct {
-	next       esapi.Transport
-	searchable bool
-	on         func(Flush)
+// esSender sends bulk requests with the Elasticsearch client.
+type esSender struct {
+	es      esapi.Transport
+	timeout time.Duration
 }
 
-func (o *observed) Perform(req *http.Request) (*http.Response, error) {
-	start := time.Now()
-	res, err := o.next.Perform(req)
-	if o.on != nil {
-		f := Flush{Searchable: o.searchable, Bytes: req.ContentLength, Took: time.Since(start), Err: err}
-		if res != nil {
-			f.Status = res.StatusCode
-		}
-		o.on(f)
+func (s *esSender) sendBulk(ctx context.Context, body []byte, n int, searchable bool) ([]itemAnswer, int, error) {
+	req := esapi.BulkRequest{Body: bytes.NewReader(body), Timeout: s.timeout, FilterPath: []string{bulkFilterPath}}
+	if searchable {
+		req.Refresh = "wait_for"
 	}
-	return res, err
-}
-
-type itemResult struct {
-	i   int
-	out Outcome
+	res, err := req.Do(ctx, s.es)
+	if err != nil {
+		return nil, 0, fmt.Errorf("bulk request: %w", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(res.Body, 1<<10))
+		return nil, res.StatusCode, fmt.Errorf("bulk request: status %d: %s", res.StatusCode, bytes.TrimSpace(msg))
+	}
+	var out struct {
+		Items []struct {
+			Create itemAnswer `json:"create"`
+		} `json:"items"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		return nil, res.StatusCode, fmt.Errorf("bulk response: %w", err)
+	}
+	if len(out.Items) != n {
+		return nil, res.StatusCode, fmt.Errorf("bulk response: %d items for %d sent", len(out.Items), n)
+	}
+	answers := make([]itemAnswer, n)
+	for i, it := range out.Items {
+		answers[i] = it.Create
+	}
+	return answers, res.StatusCode, nil
 }
 
 // Write stores events and returns one Outcome per event, in order. With searchable, it returns
@@ -190,17 +197,13 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 		ctx, cancel = context.WithTimeout(ctx, maxWait)
 		defer cancel()
 	}
-	docs := make([][]byte, len(events))
+	lines := make([][]byte, len(events))
 	for i, e := range events {
-		b, err := encodeDoc(e)
+		b, err := bulkLine(w.indexFor(e.Timestamp), e)
 		if err != nil {
 			return nil, fmt.Errorf("encode event %d: %w", i, err)
 		}
-		docs[i] = b
-	}
-	bi := w.durable
-	if searchable {
-		bi = w.searchable
+		lines[i] = b
 	}
 	out := make([]Outcome, len(events))
 	pending := make([]int, len(events))
@@ -209,9 +212,22 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 	}
 	backoff := retryBase
 	for {
-		results := make(chan itemResult, len(pending)) // never blocks a worker: one result per item
-		added, err := w.add(ctx, bi, events, docs, pending, out, results)
-		for got := 0; got < added; got++ {
+		results := make(chan itemResult, len(pending)) // never blocks the batcher: one result per item
+		items := make([]queuedItem, len(pending))
+		now := w.b.now()
+		for n, i := range pending {
+			items[n] = queuedItem{line: lines[i], ctx: ctx, i: i, results: results, added: now}
+		}
+		if err := w.b.add(searchable, items); err != nil {
+			for _, i := range pending {
+				out[i].Reason = err.Error()
+			}
+			return out, w.unacknowledged(ctx, out)
+		}
+		for _, i := range pending {
+			out[i].Attempts++
+		}
+		for range pending {
 			select {
 			case r := <-results:
 				r.out.Attempts = out[r.i].Attempts
@@ -219,9 +235,6 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 			case <-ctx.Done():
 				return out, w.unacknowledged(ctx, out)
 			}
-		}
-		if err != nil {
-			return out, w.unacknowledged(ctx, out)
 		}
 		pending = pending[:0]
 		for i := range out {
@@ -244,67 +257,49 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 	}
 }
 
-// add hands the pending events to the indexer and returns how many it took.
-func (w *BulkWriter) add(ctx context.Context, bi esutil.BulkIndexer, events []event.Event, docs [][]byte,
-	pending []int, out []Outcome, results chan<- itemResult) (int, error) {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	if w.closed {
-		for _, i := range pending {
-			out[i].Reason = "bulk writer closed"
-		}
-		return 0, errors.New("bulk writer closed")
+// bulkLine is an event's create action and document, each newline-terminated.
+func bulkLine(index string, e event.Event) ([]byte, error) {
+	doc, err := encodeDoc(e)
+	if err != nil {
+		return nil, err
 	}
-	for n, i := range pending {
-		out[i].Attempts++
-		err := bi.Add(ctx, esutil.BulkIndexerItem{
-			Index:      w.indexFor(events[i].Timestamp),
-			Action:     "create",
-			DocumentID: events[i].ID,
-			Body:       bytes.NewReader(docs[i]),
-			OnSuccess: func(_ context.Context, _ esutil.BulkIndexerItem, res esutil.BulkIndexerResponseItem) {
-				results <- itemResult{i, Outcome{Result: Created, Status: res.Status}}
-			},
-			OnFailure: func(_ context.Context, _ esutil.BulkIndexerItem, res esutil.BulkIndexerResponseItem, err error) {
-				results <- itemResult{i, classify(res, err)}
-			},
-		})
-		if err != nil {
-			out[i].Attempts--
-			for _, j := range pending[n:] {
-				out[j].Reason = "not sent: " + err.Error()
-			}
-			return n, err
-		}
-	}
-	return len(pending), nil
+	idx, _ := json.Marshal(index)
+	id, _ := json.Marshal(e.ID)
+	b := make([]byte, 0, len(`{"create":{"_index":,"_id":}}`)+len(idx)+len(id)+len(doc)+2)
+	b = append(b, `{"create":{"_index":`...)
+	b = append(b, idx...)
+	b = append(b, `,"_id":`...)
+	b = append(b, id...)
+	b = append(b, "}}\n"...)
+	b = append(b, doc...)
+	return append(b, '\n'), nil
 }
 
-// classify turns a failed bulk item into an Outcome.
-func classify(res esutil.BulkIndexerResponseItem, err error) Outcome {
-	if err != nil {
-		return Outcome{Result: Pending, Reason: err.Error()}
+// classify turns an item's answer into an Outcome.
+func classify(a itemAnswer) Outcome {
+	if a.Error.Type == "" && a.Status >= 200 && a.Status < 300 {
+		return Outcome{Result: Created, Status: a.Status}
 	}
-	reason := res.Error.Type + ": " + res.Error.Reason
-	if res.Error.Cause.Type != "" {
-		reason += " (caused by " + res.Error.Cause.Type + ": " + res.Error.Cause.Reason + ")"
+	reason := a.Error.Type + ": " + a.Error.Reason
+	if a.Error.Cause.Type != "" {
+		reason += " (caused by " + a.Error.Cause.Type + ": " + a.Error.Cause.Reason + ")"
 	}
 	if len(reason) > 500 {
 		reason = reason[:500] + "…"
 	}
 	switch {
-	case res.Status == http.StatusConflict:
-		return Outcome{Result: Duplicate, Status: res.Status}
-	case res.Status == http.StatusTooManyRequests || res.Status >= 500:
-		return Outcome{Result: Pending, Status: res.Status, Reason: reason}
-	case res.Error.Type == "cluster_block_exception":
+	case a.Status == http.StatusConflict:
+		return Outcome{Result: Duplicate, Status: a.Status}
+	case a.Status == http.StatusTooManyRequests || a.Status >= 500:
+		return Outcome{Result: Pending, Status: a.Status, Reason: reason}
+	case a.Error.Type == "cluster_block_exception":
 		// A block is the cluster refusing writes (index.blocks.write or read_only: 403; a full
 		// disk's read_only_allow_delete comes as 429), not the event being wrong: retry it, and
 		// let the caller answer "unavailable". Rejecting it would tell the client to drop a valid
 		// event.
-		return Outcome{Result: Pending, Status: res.Status, Reason: reason}
+		return Outcome{Result: Pending, Status: a.Status, Reason: reason}
 	default:
-		return Outcome{Result: Rejected, Status: res.Status, Reason: reason}
+		return Outcome{Result: Rejected, Status: a.Status, Reason: reason}
 	}
 }
 
@@ -329,37 +324,21 @@ func (w *BulkWriter) unacknowledged(ctx context.Context, out []Outcome) error {
 	return fmt.Errorf("%s: %w", msg, event.ErrUnavailable)
 }
 
-// Flush sends what the indexers hold now, without waiting for the flush interval, and waits
-// for those bulk requests within ctx. Drains use it: events queued behind a long interval would
-// otherwise wait for it.
-func (w *BulkWriter) Flush(ctx context.Context) error {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	if w.closed {
-		return nil
-	}
-	errs := make(chan error, 2)
-	for _, bi := range []esutil.BulkIndexer{w.durable, w.searchable} {
-		go func() { errs <- bi.Flush(ctx) }()
-	}
-	return errors.Join(<-errs, <-errs)
-}
+// Flush sends what is queued now, without waiting for linger, and waits for those bulk
+// requests (and those in flight) within ctx. Drains use it.
+func (w *BulkWriter) Flush(ctx context.Context) error { return w.b.flush(ctx) }
 
-// Close stops accepting writes and sends everything queued, waiting until ctx ends at most.
-func (w *BulkWriter) Close(ctx context.Context) error {
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		return nil
-	}
-	w.closed = true
-	w.mu.Unlock()
-	errs := make(chan error, 2)
-	for _, bi := range []esutil.BulkIndexer{w.durable, w.searchable} {
-		go func() { errs <- bi.Close(ctx) }()
-	}
-	return errors.Join(<-errs, <-errs)
-}
+// Close stops accepting writes and sends everything queued, waiting until ctx ends at most;
+// then what is still unsent or unanswered is answered Pending to its writers.
+func (w *BulkWriter) Close(ctx context.Context) error { return w.b.close(ctx) }
+
+// QueueDelay is how long the oldest event waiting for a bulk request has waited beyond the
+// linger: 0 while the cluster keeps up, growing while it falls behind. Ingest's admission
+// control reads it.
+func (w *BulkWriter) QueueDelay() time.Duration { return w.b.queueDelay() }
+
+// Limit is the number of bulk requests allowed in flight now.
+func (w *BulkWriter) Limit() int { return w.b.limit() }
 
 // EncodeDoc is an event's document exactly as ingest writes it with _bulk: the benchmark's
 // raw baselines send the same bytes.
@@ -396,13 +375,6 @@ func encodeDoc(e event.Event) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// Queued returns how many items the indexers hold that have not been answered yet (approximate:
-// an item whose bulk response could not be read is never answered).
-func (w *BulkWriter) Queued() int {
-	n := 0
-	for _, bi := range []esutil.BulkIndexer{w.durable, w.searchable} {
-		st := bi.Stats()
-		n += int(st.NumAdded) - int(st.NumFlushed) - int(st.NumFailed)
-	}
-	return n
-}
+// Queued returns how many events have been handed to bulk requests (sent or not) and not yet
+// answered.
+func (w *BulkWriter) Queued() int { return w.b.queuedItems() }

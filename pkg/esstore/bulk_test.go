@@ -26,14 +26,11 @@ func bulkWriter(t *testing.T, cfg config.Elasticsearch, bc esstore.BulkConfig) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bc.Workers == 0 {
-		bc.Workers = 2
+	if bc.MaxConcurrent == 0 {
+		bc.MaxConcurrent = 2
 	}
 	if bc.FlushBytes == 0 {
 		bc.FlushBytes = 1 << 20
-	}
-	if bc.FlushInterval == 0 {
-		bc.FlushInterval = 5 * time.Millisecond
 	}
 	w, err := s.NewBulkWriter(bc)
 	if err != nil {
@@ -129,7 +126,8 @@ func TestBulkWritersShareRequests(t *testing.T) {
 	cfg := testenv.ES(t)
 	ctx := testenv.Context(t, time.Minute)
 	var requests atomic.Int64
-	s, w := bulkWriter(t, cfg, esstore.BulkConfig{FlushInterval: 20 * time.Millisecond, OnFlush: func(esstore.Flush) { requests.Add(1) }})
+	// No linger: the first writers are sent at once, the others gather while those are in flight.
+	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(esstore.Flush) { requests.Add(1) }})
 	if err := s.InstallTemplate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -156,8 +154,8 @@ func TestBulkWritersShareRequests(t *testing.T) {
 func TestBulkCloseDrains(t *testing.T) {
 	cfg := testenv.ES(t)
 	ctx := testenv.Context(t, time.Minute)
-	// The flush interval never fires in this test: only Close can send the events.
-	s, w := bulkWriter(t, cfg, esstore.BulkConfig{FlushInterval: time.Hour})
+	// The linger never ends in this test: only Close can send the events.
+	s, w := bulkWriter(t, cfg, esstore.BulkConfig{Linger: time.Hour})
 	if err := s.InstallTemplate(ctx); err != nil {
 		t.Fatal(err)
 	}

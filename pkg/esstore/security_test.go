@@ -80,7 +80,7 @@ func TestCredentialsAgainstSecuredCluster(t *testing.T) {
 			if err := s.InstallTemplate(ctx); err != nil {
 				t.Fatal(err)
 			}
-			w, err := s.NewBulkWriter(esstore.BulkConfig{Workers: 1, FlushBytes: 1 << 20, FlushInterval: 5 * time.Millisecond, Timeout: 30 * time.Second})
+			w, err := s.NewBulkWriter(esstore.BulkConfig{MaxConcurrent: 1, FlushBytes: 1 << 20, Timeout: 30 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -48,7 +48,7 @@ var (
 	ErrTooLarge = errors.New("too large")
 	// ErrUnsupportedMedia marks a content type or encoding the API does not read (415).
 	ErrUnsupportedMedia = errors.New("unsupported media type")
-	// ErrOverloaded marks a request refused to keep memory bounded; retry later (429).
+	// ErrOverloaded marks a request refused to keep memory or waiting bounded; retry later (429).
 	ErrOverloaded = errors.New("overloaded")
 	// ErrUnavailable marks a store that is unreachable or refusing; retry later (503).
 	ErrUnavailable = errors.New("unavailable")

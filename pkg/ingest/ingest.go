@@ -32,10 +32,14 @@ type Writer interface {
 	// an error matching event.ErrUnavailable if any event is still Pending. Safe for concurrent
 	// use.
 	Write(ctx context.Context, events []event.Event, searchable bool) ([]esstore.Outcome, error)
-	// Flush sends what is queued now instead of at the next flush interval, within ctx.
+	// Flush sends what is queued now instead of at the end of its linger, within ctx.
 	Flush(ctx context.Context) error
 	// Close sends everything queued and stops accepting writes, within ctx.
 	Close(ctx context.Context) error
+	// QueueDelay is how long the oldest event waiting to be sent to Elasticsearch has waited
+	// (beyond any linger the writer was configured with): the input of admission control. It is
+	// cheap and safe for concurrent use.
+	QueueDelay() time.Duration
 }
 
 // Monitor watches the Writer's bulk requests: it keeps the ingest metrics and the breaker that
@@ -103,6 +107,7 @@ type Handler struct {
 	mon    *Monitor
 	m      *Metrics
 	budget *budget
+	adm    *admission
 	log    *slog.Logger
 	ready  func() error
 	limit  Limiter
@@ -110,7 +115,7 @@ type Handler struct {
 	now    func() time.Time
 
 	// Repeated failures are logged at most every few seconds, never once per request or event.
-	log503, logRejected, logAsync rateLimit
+	log503, logRejected, logAsync, logQueue rateLimit
 
 	asyncMu       sync.Mutex
 	draining      bool
@@ -137,7 +142,18 @@ func New(cfg config.Ingest, opts Options) *Handler {
 		log503:      rateLimit{every: 10 * time.Second},
 		logRejected: rateLimit{every: 10 * time.Second},
 		logAsync:    rateLimit{every: 10 * time.Second},
+		logQueue:    rateLimit{every: 10 * time.Second},
 	}
+	h.adm = &admission{target: cfg.QueueDelayTarget, interval: cfg.QueueDelayInterval, delay: opts.Writer.QueueDelay, now: time.Now,
+		onChange: func(refusing bool, d time.Duration) {
+			if refusing {
+				h.logQueue.do(func(suppressed int) {
+					h.log.Warn("events wait too long for Elasticsearch: refusing new requests with 429 until the queue drains",
+						"queue_delay", d.String(), "target", cfg.QueueDelayTarget.String(), "interval", cfg.QueueDelayInterval.String(),
+						"suppressed_since_last", suppressed)
+				})
+			}
+		}}
 	h.asyncCtx, h.asyncCancel = context.WithCancel(context.Background())
 	return h
 }
@@ -244,6 +260,12 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 	tripped, ok := h.mon.breaker.allow()
 	if !ok {
 		h.fail(w, r, "breaker", h.unavailable("Elasticsearch is unreachable; retry later with the same ids", errBreakerOpen))
+		return
+	}
+	// Before reading anything, too: while events queue longer than Elasticsearch can take them,
+	// a new request would only wait behind them.
+	if ok, delay := h.adm.admit(); !ok {
+		h.fail(w, r, "queue_delay", h.queueing(delay))
 		return
 	}
 
@@ -458,6 +480,16 @@ wait:
 func (h *Handler) overloaded() error {
 	return &httpx.Error{Status: http.StatusTooManyRequests, Code: "overloaded",
 		Message:    "too many events in flight (ingest.inflight_max_bytes / ingest.inflight_max_events); retry later",
+		RetryAfter: h.cfg.RetryAfter, Err: event.ErrOverloaded}
+}
+
+// queueing is the refusal of admission control: 429, like the budget's, because it is this
+// service shedding load it cannot serve in time — a client should slow down and retry, and a
+// load balancer should not take it for a failing instance, as 503 invites.
+func (h *Handler) queueing(delay time.Duration) error {
+	return &httpx.Error{Status: http.StatusTooManyRequests, Code: "overloaded",
+		Message: fmt.Sprintf("events are waiting %s to be sent to Elasticsearch, over ingest.queue_delay_target (%s) for ingest.queue_delay_interval (%s); retry later",
+			delay.Round(time.Millisecond), h.cfg.QueueDelayTarget, h.cfg.QueueDelayInterval),
 		RetryAfter: h.cfg.RetryAfter, Err: event.ErrOverloaded}
 }
 

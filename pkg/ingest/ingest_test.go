@@ -33,6 +33,7 @@ type fakeWriter struct {
 	calls  [][]event.Event
 	search []bool
 	closed bool
+	delay  time.Duration // what QueueDelay reports
 	write  func(ctx context.Context, events []event.Event) ([]esstore.Outcome, error)
 }
 
@@ -49,6 +50,12 @@ func (f *fakeWriter) Write(ctx context.Context, events []event.Event, searchable
 }
 
 func (f *fakeWriter) Flush(context.Context) error { return nil }
+
+func (f *fakeWriter) QueueDelay() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.delay
+}
 
 func (f *fakeWriter) Close(context.Context) error {
 	f.mu.Lock()

@@ -55,8 +55,8 @@ func newStack(t testing.TB, es config.Elasticsearch, tune func(*config.Ingest)) 
 	}
 	reg := prometheus.NewRegistry()
 	mon := ingest.NewMonitor(reg, cfg.RetryAfter, nil)
-	w, err := store.NewBulkWriter(esstore.BulkConfig{Workers: cfg.BulkWorkers, FlushBytes: int(cfg.BulkFlushBytes),
-		FlushInterval: cfg.BulkFlushInterval, Timeout: cfg.AckTimeout, OnFlush: mon.ObserveFlush})
+	w, err := store.NewBulkWriter(esstore.BulkConfig{MaxConcurrent: cfg.BulkWorkers, FlushBytes: int(cfg.BulkFlushBytes),
+		Linger: cfg.BulkFlushInterval, Timeout: cfg.AckTimeout, OnFlush: mon.ObserveFlush})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestIngestAsyncIsWrittenOnDrain(t *testing.T) {
 }
 
 func TestIngestConcurrentClientsShareBulkRequests(t *testing.T) {
-	s := newStack(t, testenv.ES(t), nil) // production defaults: 5 ms flush interval, 4 workers
+	s := newStack(t, testenv.ES(t), nil) // production defaults: no linger, up to 8 bulk requests in flight
 	const clients, perClient = 200, 10
 	var wg sync.WaitGroup
 	for c := 0; c < clients; c++ {

@@ -14,6 +14,9 @@ type Metrics struct {
 	bulkRequests  *prometheus.CounterVec
 	bulkBytes     prometheus.Counter
 	bulkLatency   prometheus.Histogram
+	bulkEvents    prometheus.Histogram
+	bulkWait      prometheus.Histogram
+	bulkLimit     prometheus.Gauge
 	inflightEvs   prometheus.Gauge
 	inflightBytes prometheus.Gauge
 	breakerOpen   prometheus.Gauge
@@ -40,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_ingest_requests_refused_total",
-			Help: "Requests answered with an error, by status and reason (invalid, too_large, unsupported_media, budget, breaker, deadline, not_ready, rejected, forbidden, rate_limited).",
+			Help: "Requests answered with an error, by status and reason (invalid, too_large, unsupported_media, budget, queue_delay, breaker, deadline, not_ready, rejected, forbidden, rate_limited).",
 		}, []string{"status", "reason"}),
 		bulkRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_ingest_bulk_requests_total",
@@ -52,8 +55,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		bulkLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "spillway_ingest_bulk_duration_seconds",
-			Help:    "Time from sending a bulk request to its response headers.",
+			Help:    "Time from sending a bulk request to having read its response.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		bulkEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "spillway_ingest_bulk_events",
+			Help:    "Events per bulk request (group commit: events that arrived while earlier requests were in flight share the next one).",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000},
+		}),
+		bulkWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "spillway_ingest_bulk_wait_seconds",
+			Help:    "How long the first event of a bulk request waited for it to be sent (for a free slot, or ingest.bulk_flush_interval).",
+			Buckets: []float64{.0001, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		bulkLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_ingest_bulk_concurrency_limit",
+			Help: "Bulk requests allowed in flight at once, as adapted to Elasticsearch's latency (at most ingest.bulk_workers).",
 		}),
 		inflightEvs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spillway_ingest_inflight_events",
@@ -69,7 +86,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.events, m.retries, m.refused, m.bulkRequests, m.bulkBytes, m.bulkLatency,
-		m.inflightEvs, m.inflightBytes, m.breakerOpen)
+		m.bulkEvents, m.bulkWait, m.bulkLimit, m.inflightEvs, m.inflightBytes, m.breakerOpen)
 	return m
 }
 
@@ -81,4 +98,9 @@ func (m *Metrics) observeFlush(f esstore.Flush) {
 	m.bulkRequests.WithLabelValues(result).Inc()
 	m.bulkBytes.Add(float64(max(f.Bytes, 0)))
 	m.bulkLatency.Observe(f.Took.Seconds())
+	m.bulkEvents.Observe(float64(f.Events))
+	m.bulkWait.Observe(f.Waited.Seconds())
+	if f.Limit > 0 {
+		m.bulkLimit.Set(float64(f.Limit))
+	}
 }
