@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 
 	"github.com/spillway/spillway/pkg/event"
+	"github.com/spillway/spillway/pkg/resilience"
 )
 
 // BulkConfig configures a BulkWriter.
@@ -210,7 +210,7 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 	for i := range pending {
 		pending[i] = i
 	}
-	backoff := retryBase
+	bo := resilience.Backoff{Base: retryBase, Max: retryMax, Jitter: true} // retries of many writers spread out
 	for {
 		results := make(chan itemResult, len(pending)) // never blocks the batcher: one result per item
 		items := make([]queuedItem, len(pending))
@@ -245,15 +245,9 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 		if len(pending) == 0 {
 			return out, nil
 		}
-		// Full jitter keeps retries of many concurrent writers from arriving in lockstep.
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !resilience.Sleep(ctx, bo.Next(), nil) {
 			return out, w.unacknowledged(ctx, out)
 		}
-		backoff = min(2*backoff, retryMax)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/ratelimit"
+	"github.com/spillway/spillway/pkg/resilience"
 )
 
 // Writer stores events durably; *esstore.BulkWriter implements it.
@@ -115,7 +116,7 @@ type Handler struct {
 	now    func() time.Time
 
 	// Repeated failures are logged at most every few seconds, never once per request or event.
-	log503, logRejected, logAsync, logQueue rateLimit
+	logs *resilience.Throttle // repeated warnings: one per kind per 10 s, with the count held back
 
 	asyncMu       sync.Mutex
 	draining      bool
@@ -138,16 +139,13 @@ func New(cfg config.Ingest, opts Options) *Handler {
 			MaxEvents: cfg.MaxEvents, MaxPayloadBytes: int(cfg.MaxPayloadBytes), MaxPayloadDepth: cfg.MaxPayloadDepth,
 			MaxPayloadKeys: cfg.MaxPayloadKeys, MaxFutureSkew: cfg.MaxFutureSkew, MaxPastAge: cfg.MaxPastAge,
 		},
-		now:         time.Now,
-		log503:      rateLimit{every: 10 * time.Second},
-		logRejected: rateLimit{every: 10 * time.Second},
-		logAsync:    rateLimit{every: 10 * time.Second},
-		logQueue:    rateLimit{every: 10 * time.Second},
+		now:  time.Now,
+		logs: &resilience.Throttle{Every: 10 * time.Second},
 	}
 	h.adm = &admission{target: cfg.QueueDelayTarget, interval: cfg.QueueDelayInterval, delay: opts.Writer.QueueDelay, now: time.Now,
 		onChange: func(refusing bool, d time.Duration) {
 			if refusing {
-				h.logQueue.do(func(suppressed int) {
+				h.logs.Do("queue", func(suppressed int) {
 					h.log.Warn("events wait too long for Elasticsearch: refusing new requests with 429 until the queue drains",
 						"queue_delay", d.String(), "target", cfg.QueueDelayTarget.String(), "interval", cfg.QueueDelayInterval.String(),
 						"suppressed_since_last", suppressed)
@@ -396,7 +394,7 @@ func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Respons
 	h.m.events.WithLabelValues(outcomeFailed, ack).Add(float64(failed))
 	h.m.retries.Add(float64(retries))
 	if nRejected > 0 {
-		h.logRejected.do(func(suppressed int) {
+		h.logs.Do("rejected", func(suppressed int) {
 			for _, o := range out {
 				if o.Result == esstore.Rejected {
 					h.log.Warn("elasticsearch rejected events", "count", nRejected, "status", o.Status, "reason", o.Reason, "suppressed_since_last", suppressed)
@@ -433,7 +431,7 @@ func (h *Handler) startAsync(events []event.Event, heldBytes int64) bool {
 		out, err := h.w.Write(ctx, events, false)
 		_, _, _, failed := h.tally(out, len(events), ackAsync)
 		if failed > 0 {
-			h.logAsync.do(func(suppressed int) {
+			h.logs.Do("async", func(suppressed int) {
 				h.log.Error("async events lost: not written within ingest.ack_timeout", "count", failed, "err", err,
 					"suppressed_since_last", suppressed)
 			})
@@ -517,7 +515,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, reason string, er
 	e := httpx.ToError(err)
 	h.m.refused.WithLabelValues(fmt.Sprint(e.Status), reason).Inc()
 	if e.Status == http.StatusServiceUnavailable {
-		h.log503.do(func(suppressed int) {
+		h.logs.Do("503", func(suppressed int) {
 			h.log.Warn("answering 503", "reason", reason, "err", e.Error(), "request_id", httpx.RequestID(r.Context()),
 				"suppressed_since_last", suppressed)
 		})
@@ -525,26 +523,4 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, reason string, er
 		return
 	}
 	httpx.WriteError(w, r, h.log, e)
-}
-
-// rateLimit runs a logging function at most once per interval and counts what it skipped.
-type rateLimit struct {
-	every      time.Duration
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (l *rateLimit) do(f func(suppressed int)) {
-	l.mu.Lock()
-	now := time.Now()
-	if !l.last.IsZero() && now.Sub(l.last) < l.every {
-		l.suppressed++
-		l.mu.Unlock()
-		return
-	}
-	n := l.suppressed
-	l.last, l.suppressed = now, 0
-	l.mu.Unlock()
-	f(n)
 }

@@ -64,32 +64,54 @@ func Sleep(ctx context.Context, d time.Duration, stop <-chan struct{}) bool {
 
 // Throttle lets a log line through at most once per Every for each key (usually the message, or
 // what failed): a failure repeated every second is logged once a minute, a new one at once. It
-// is safe for concurrent use; the zero value lets everything through (Every 0).
+// counts the lines it held back, for the next one to say so. It is safe for concurrent use; the
+// zero value lets everything through (Every 0).
 type Throttle struct {
 	Every time.Duration
 	// Now is the clock (tests); nil means time.Now.
 	Now  func() time.Time
 	mu   sync.Mutex
-	last map[string]time.Time
+	keys map[string]*throttled
+}
+
+type throttled struct {
+	last       time.Time
+	suppressed int
 }
 
 // Allow reports whether a line for key may be logged now, and if so records it.
 func (t *Throttle) Allow(key string) bool {
+	_, ok := t.take(key)
+	return ok
+}
+
+// Do runs f when a line for key may be logged now, with the number of lines held back since the
+// last one.
+func (t *Throttle) Do(key string, f func(suppressed int)) {
+	if n, ok := t.take(key); ok {
+		f(n)
+	}
+}
+
+func (t *Throttle) take(key string) (suppressed int, ok bool) {
 	now := time.Now()
 	if t.Now != nil {
 		now = t.Now()
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if last, ok := t.last[key]; ok && now.Sub(last) < t.Every {
-		return false
+	e := t.keys[key]
+	if e != nil && now.Sub(e.last) < t.Every {
+		e.suppressed++
+		return 0, false
 	}
-	if t.last == nil {
-		t.last = map[string]time.Time{}
+	if e == nil {
+		if t.keys == nil || len(t.keys) > 1000 { // keys are messages: bound the memory of a flood of distinct ones
+			t.keys = map[string]*throttled{}
+		}
+		e = &throttled{}
+		t.keys[key] = e
 	}
-	if len(t.last) > 1000 { // keys are messages: bound the memory of a flood of distinct ones
-		clear(t.last)
-	}
-	t.last[key] = now
-	return true
+	suppressed, e.last, e.suppressed = e.suppressed, now, 0
+	return suppressed, true
 }

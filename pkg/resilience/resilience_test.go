@@ -74,3 +74,17 @@ func TestThrottleOncePerIntervalPerKey(t *testing.T) {
 		t.Fatal("a after a minute")
 	}
 }
+
+func TestThrottleCountsWhatItHeldBack(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	th := &Throttle{Every: 10 * time.Second, Now: func() time.Time { return now }}
+	var got []int
+	for range 4 {
+		th.Do("x", func(n int) { got = append(got, n) })
+	}
+	now = now.Add(10 * time.Second)
+	th.Do("x", func(n int) { got = append(got, n) })
+	if len(got) != 2 || got[0] != 0 || got[1] != 3 {
+		t.Fatalf("logged with suppressed counts %v, want [0 3]", got)
+	}
+}
