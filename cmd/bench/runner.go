@@ -31,6 +31,7 @@ type runner struct {
 	rep         *bench.Report
 	ingestSet   []string
 	archiverSet []string
+	searchSet   []string
 	phases      map[string]bool
 	run         string // prefix of this run's index prefixes and schemas
 
@@ -52,6 +53,7 @@ func (r *runner) all(ctx context.Context) {
 		{"ingest", r.ingest},
 		{"archive", r.archive},
 		{"wan", r.wan},
+		{"streams", r.streams},
 		// Last: it stops Elasticsearch, and a node that fails to come back must not cost the others.
 		{"overload", r.overload},
 	}
@@ -209,6 +211,18 @@ func (r *runner) spillwayEnv(addr, admin, esURL, prefix, pgURL, schema string) [
 				env = append(env, config.EnvName(k)+"="+v)
 				r.rep.Settings[k] = v
 			}
+		}
+	}
+	return env
+}
+
+// searchEnv is the run's search overrides (--search-set) as environment variables.
+func (r *runner) searchEnv() []string {
+	var env []string
+	for _, kv := range r.searchSet {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env = append(env, config.EnvName(k)+"="+v)
+			r.rep.Settings[k] = v
 		}
 	}
 	return env

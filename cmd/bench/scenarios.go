@@ -28,6 +28,7 @@ var scenarioDefs = []bench.Scenario{
 	{ID: "S7", Name: "overload: 5 × capacity offered, Elasticsearch stopped", Target: "Elasticsearch down 30 s, ingest RSS ≤ 300 MB, 429/503 p99 ≤ 50 ms, 0 acknowledged events lost"},
 	{ID: "S8a", Name: "users' situation, 5 ms RTT to the stores, 1,000 events/s", Target: "Spillway: p99 ≤ 150 ms, no errors"},
 	{ID: "S8b", Name: "users' situation, 5 ms RTT to the stores, 2,000 events/s", Target: "Spillway: p99 ≤ 150 ms, no errors (S3's targets)"},
+	{ID: "S9", Name: "live readers: streams open, one per client, while 1,000 events/s are posted over their clients", Target: "1,000 streams, delivery p99 ≤ 250 ms from post to receipt, every acknowledged event exactly once, search's cores within 10 % of the 500 ms poll's"},
 }
 
 // set records a scenario row (replacing an earlier one with the same id).

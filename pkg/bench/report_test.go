@@ -113,7 +113,7 @@ func TestSaturatesAtIgnoresATransient(t *testing.T) {
 func TestMarkdownSaysHowRatiosReadAndWhatTheSweepCounts(t *testing.T) {
 	r := &Report{Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(2.5)}}, Sweep: []SweepPoint{{System: "naive", Offered: 1000, PGConns: 42}}}
 	md := r.Markdown(nil)
-	for _, want := range []string{"higher is better for Spillway", "the baseline's p99 ÷ Spillway's (S8)", "| 2.50× |",
+	for _, want := range []string{"higher is better for Spillway", "the baseline's p99 ÷ Spillway's (S8; S9: delivery p99)", "| 2.50× |",
 		"pooled PostgreSQL connections open (max) |", "| 42 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("missing %q in:\n%s", want, md)
@@ -133,7 +133,11 @@ func TestHistoryOfStoredRuns(t *testing.T) {
 			"S6":         map[string]any{"rows_per_second": 30436.2},
 			"S7_summary": map[string]any{"max_rss_bytes": 224e6, "lost": 0},
 		}}
-	cur := &Report{Version: ReportVersion, Date: "2026-11-27 20:13 UTC", Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(3.82)}}, Runs: map[string]any{}}
+	cur := &Report{Version: ReportVersion, Date: "2026-11-27 20:13 UTC", Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(3.82)}}, Runs: map[string]any{
+		"S9": map[string]any{"streams": 1000,
+			"spillway": map[string]any{"delivery_ms": map[string]any{"p50": 120.0, "p99": 212.4}, "search_cores": 0.051, "exactly_once": true},
+			"baseline": map[string]any{"delivery_ms": map[string]any{"p50": 300.0, "p99": 539.0}, "search_cores": 0.049, "exactly_once": true}},
+	}}
 	for _, r := range []*Report{cur, old} {
 		if err := r.WriteJSON(filepath.Join(dir, RunFile(r))); err != nil {
 			t.Fatal(err)
@@ -148,8 +152,8 @@ func TestHistoryOfStoredRuns(t *testing.T) {
 	}
 	md := History(runs)
 	for _, want := range []string{
-		"| 2026-11-27 19:07 UTC | 6.57 → 4.57 | 61,803 | 0.54× | — | 414 / 2,000 | 1406 | 213 | 30,436 (0.56×) | 224, 0 | 0.40× | — |",
-		"| 2026-11-27 20:13 UTC | ? → ? | — | — | — | — | — | — | — | — | 3.82× | — |",
+		"| 2026-11-27 19:07 UTC | 6.57 → 4.57 | 61,803 | 0.54× | — | 414 / 2,000 | 1406 | 213 | 30,436 (0.56×) | 224, 0 | 0.40× | — | — |",
+		"| 2026-11-27 20:13 UTC | ? → ? | — | — | — | — | — | — | — | — | 3.82× | — | 212, 0.05 (539, 0.05) |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("missing %q in:\n%s", want, md)
