@@ -79,7 +79,7 @@ func defaults(role Role) map[string]any {
 		"search.max_limit":                  1000,
 		"search.max_client_ids":             100,
 		"search.max_streams":                1000,
-		"search.stream_poll":                500 * time.Millisecond,
+		"search.stream_poll":                100 * time.Millisecond, // S9 in BENCHMARKS.md: delivery p99 ≤ 250 ms
 		"search.stream_heartbeat":           15 * time.Second,
 		"search.query_timeout":              10 * time.Second,
 		"search.cursor_key":                 "",

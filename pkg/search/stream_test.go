@@ -22,12 +22,16 @@ import (
 // from 0, and Shards reports the last number as the global checkpoint. It checks the
 // algorithm of the stream; the real feed is tested against Elasticsearch.
 type fakeFeed struct {
-	mu     sync.Mutex
-	shards []*fakeShard
-	fail   bool
-	failed int // Shards calls refused while failing: polls that found Elasticsearch down
-	reads  int
-	full   int // reads cut at their size
+	mu        sync.Mutex
+	shards    []*fakeShard
+	fail      bool
+	failReads bool // ReadShard fails, the rest answers
+	failed    int  // Shards calls refused while failing: polls that found Elasticsearch down
+	reads     int
+	full      int // reads cut at their size
+	probes    int // Shards calls
+	refreshes int
+	uuids     int // IndexUUIDs calls
 }
 
 type fakeShard struct {
@@ -101,6 +105,7 @@ func (f *fakeFeed) setFail(v bool) {
 func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.probes++
 	if f.fail {
 		f.failed++
 		return nil, fmt.Errorf("shards: %w", event.ErrUnavailable)
@@ -113,11 +118,25 @@ func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
 	return out, nil
 }
 
-func (f *fakeFeed) RefreshIndices(ctx context.Context, indices ...string) error { return nil }
+func (f *fakeFeed) RefreshIndices(ctx context.Context, indices ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshes++
+	return nil
+}
+
+// calls returns how often the poller probed the checkpoints, refreshed and read the index
+// metadata, and how many shard reads there were.
+func (f *fakeFeed) calls() (probes, refreshes, uuids, reads int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.probes, f.refreshes, f.uuids, f.reads
+}
 
 func (f *fakeFeed) IndexUUIDs(ctx context.Context) (map[string]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.uuids++
 	if f.fail {
 		return nil, fmt.Errorf("uuids: %w", event.ErrUnavailable)
 	}
@@ -132,7 +151,7 @@ func (f *fakeFeed) ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstor
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
-	if f.fail {
+	if f.fail || f.failReads {
 		return nil, fmt.Errorf("read: %w", event.ErrUnavailable)
 	}
 	from := ""
