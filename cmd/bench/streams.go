@@ -38,7 +38,8 @@ type streamRound struct {
 // per client, while the load generator posts 1,000 events/s of 1 KB spread over those clients.
 // Every acknowledged event must reach its client's stream exactly once; delivery is timed from
 // the post to the receipt; the cores of search, ingest and Elasticsearch are measured during the
-// load. The rounds alternate the order of the two configurations.
+// load, which starts once every stream has read the shards once. The rounds alternate the order
+// of the two configurations.
 func (r *runner) streams(ctx context.Context) error {
 	prefix := r.run + "strm"
 	if _, err := r.es(ctx, prefix); err != nil {
@@ -125,6 +126,17 @@ func (r *runner) streamRound(ctx context.Context, in *proc, prefix, name string,
 		return nil, fmt.Errorf("%s: open %d streams: %w", name, n, err)
 	}
 	defer streams.Close()
+	// Settled: every stream has read the shards once (its first read starts from the shard's
+	// beginning, filtered by its subscription time: a thousand of them at once is the cost of
+	// opening, not of following). The load starts after.
+	settle := time.Now()
+	for scrape(se).sum("spillway_search_stream_shard_reads_total") < float64(n) {
+		if time.Since(settle) > 2*time.Minute || ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: the %d streams did not all read the shards within 2 minutes", name, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	logf("%s: %d streams open and settled in %s", name, n, time.Since(settle).Round(100*time.Millisecond))
 
 	var mu sync.Mutex
 	var acked bytes.Buffer

@@ -21,7 +21,8 @@ import (
 // costs one statistics request per interval. When the feed moved, it refreshes the indices
 // whose checkpoints moved and publishes a snapshot; a short interval therefore costs
 // Elasticsearch refreshes only while events arrive, and delivery waits at most about one
-// interval plus the poll itself.
+// interval plus the poll itself. The index metadata (which indices exist, for forgetting
+// positions in deleted ones) is read again only when the shards changed.
 //
 // With enough streams open, it also reads, once, everything each moved shard gained (the
 // shard's window) and keeps the windows of the recent polls in a chain per shard. A stream whose
@@ -92,10 +93,12 @@ type waiter struct{ ch chan struct{} }
 // snapshot is the state of the shards after one poll: every operation up to each shard's
 // global checkpoint is searchable. Immutable once published.
 type snapshot struct {
-	at     time.Time // when the poll started: alive was read later
 	shards []esstore.Shard
 	alive  map[string]bool // UUIDs of every event index that exists (cluster metadata)
-	chains map[shardKey]*chain
+	// aliveAt is when the poll that read alive started: alive was read later. Polls that find
+	// the same shards reuse it (an index created, deleted, closed or reopened changes them).
+	aliveAt time.Time
+	chains  map[shardKey]*chain
 	// touched holds the clients with events in this snapshot's new windows; wakeAll says every
 	// stream must look at it.
 	touched map[string]bool
@@ -354,16 +357,27 @@ func (p *streams) poll(ctx context.Context, prev *snapshot) (*snapshot, error) {
 			stale = append(stale, sh.Index)
 		}
 	}
+	sameShards := prev != nil && len(prev.shards) == len(shards)
+	for i := 0; sameShards && i < len(shards); i++ {
+		sameShards = prev.shards[i].IndexUUID == shards[i].IndexUUID && prev.shards[i].Shard == shards[i].Shard
+	}
 	// The index metadata and the refresh do not depend on each other: one round trip, not two.
-	var alive map[string]bool
+	// The metadata is read again only when the shards changed.
+	next := &snapshot{shards: shards, chains: map[shardKey]*chain{}, touched: map[string]bool{}}
 	var aliveErr error
 	aliveDone := make(chan struct{})
-	go func() {
-		defer close(aliveDone)
-		start := time.Now()
-		alive, aliveErr = p.feed.IndexUUIDs(ctx)
-		p.metrics.observe("index_uuids", start, aliveErr)
-	}()
+	if sameShards {
+		next.alive, next.aliveAt = prev.alive, prev.aliveAt
+		close(aliveDone)
+	} else {
+		next.aliveAt = start
+		go func() {
+			defer close(aliveDone)
+			start := time.Now()
+			next.alive, aliveErr = p.feed.IndexUUIDs(ctx)
+			p.metrics.observe("index_uuids", start, aliveErr)
+		}()
+	}
 	if len(stale) > 0 {
 		start := time.Now()
 		err := p.feed.RefreshIndices(ctx, stale...)
@@ -377,13 +391,7 @@ func (p *streams) poll(ctx context.Context, prev *snapshot) (*snapshot, error) {
 	if aliveErr != nil {
 		return nil, fmt.Errorf("index uuids: %w", aliveErr)
 	}
-	next := &snapshot{at: start, shards: shards, alive: alive, chains: map[shardKey]*chain{}, touched: map[string]bool{}}
-	next.wakeAll = prev == nil || p.subscribers.Load() < windowStreams.Load() || len(prev.shards) != len(shards)
-	for i, sh := range shards {
-		if !next.wakeAll && (prev.shards[i].IndexUUID != sh.IndexUUID || prev.shards[i].Shard != sh.Shard) {
-			next.wakeAll = true
-		}
-	}
+	next.wakeAll = !sameShards || p.subscribers.Load() < windowStreams.Load()
 	if p.subscribers.Load() >= windowStreams.Load() {
 		p.readWindows(ctx, prev, visible, next)
 	}

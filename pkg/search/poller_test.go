@@ -87,8 +87,20 @@ func TestStreamPollerSleepsWhileTheFeedIsIdle(t *testing.T) {
 			if e, _ := st.nextEvent(t); e.ID != want {
 				t.Fatalf("got %s, want %s", e.ID, want)
 			}
-			if _, r3, _, _ := feed.calls(); r3 != r2+1 {
-				t.Fatalf("refreshes %d → %d, want one", r2, r3)
+			if _, r3, u3, _ := feed.calls(); r3 != r2+1 || u3 != u2 {
+				t.Fatalf("refreshes %d → %d, want one; index metadata read %d → %d times, the shards being the same", r2, r3, u2, u3)
+			}
+			// A new index changes the shards: the metadata is read again.
+			x := feed.addIndex("b-2")
+			want = feed.add(x, "a", "")
+			if !m.tick() {
+				t.Fatal("the poll after a new index published nothing")
+			}
+			if e, _ := st.nextEvent(t); e.ID != want {
+				t.Fatalf("got %s, want %s", e.ID, want)
+			}
+			if _, _, u4, _ := feed.calls(); u4 != u2+1 {
+				t.Fatalf("index metadata read %d → %d times after a new index, want once more", u2, u4)
 			}
 			if m.tick() {
 				t.Fatal("idle again, yet published")

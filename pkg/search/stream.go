@@ -215,7 +215,7 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 	// UUID. Deleted means absent from the metadata read after this connection began: the token
 	// may come from another replica and name an index created after this replica's last poll,
 	// and dropping that position would make the index be read again from the start.
-	if snap.at.After(st.started) {
+	if snap.aliveAt.After(st.started) {
 		for k := range st.tok.pos {
 			if !snap.alive[k.uuid] {
 				delete(st.tok.pos, k)
