@@ -3,7 +3,6 @@ package search
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -327,7 +326,7 @@ loop:
 		d := head.docs[head.next]
 		head.next++
 		st.tok.pos[head.key] = d.SeqNo
-		if err := sw.event(s.signer.encodeToken(st.bind, st.tok), toJSON(d.Event())); err != nil {
+		if err := sw.event(s.signer.encodeToken(st.bind, st.tok), d.Event()); err != nil {
 			return err
 		}
 		written++
@@ -354,15 +353,15 @@ func (sw *sseWriter) id(tok string) {
 	sw.buf.WriteString("\n\n")
 }
 
-func (sw *sseWriter) event(tok string, e eventJSON) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
+func (sw *sseWriter) event(tok string, e event.Event) error {
 	sw.buf.WriteString("id: ")
 	sw.buf.WriteString(tok)
 	sw.buf.WriteString("\ndata: ")
-	sw.buf.Write(b) // compact JSON: no newline inside, so one data line
+	b, err := appendEvent(sw.buf.AvailableBuffer(), e) // one line: no line break inside
+	if err != nil {
+		return err
+	}
+	sw.buf.Write(b)
 	sw.buf.WriteString("\n\n")
 	if sw.buf.Len() > 64<<10 {
 		return sw.flush()
