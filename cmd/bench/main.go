@@ -50,6 +50,7 @@ type plan struct {
 	WarmDur      time.Duration // unrecorded warm-up before the raw sweep, S1 and the sweep
 	Rounds       int           // raw, S1, S2 interleaved this many times
 	TuneDur      time.Duration // one run of the tune phase
+	MergeWait    time.Duration // bound on waiting for the merges of S5's load before S3
 	S9Streams    int           // live streams open in S9 (the target is for 1,000)
 	S9Dur        time.Duration // S9's load per round and configuration
 }
@@ -68,6 +69,7 @@ func fullPlan() plan {
 		S1Conc:     16,
 		WarmDur:    10 * time.Second,
 		TuneDur:    10 * time.Second,
+		MergeWait:  5 * time.Minute,
 		S9Streams:  1000,
 		S9Dur:      30 * time.Second,
 	}
@@ -88,6 +90,7 @@ func quickPlan() plan {
 		S1Conc:     16,
 		WarmDur:    4 * time.Second,
 		TuneDur:    5 * time.Second,
+		MergeWait:  30 * time.Second,
 		S9Streams:  100,
 		S9Dur:      8 * time.Second,
 	}

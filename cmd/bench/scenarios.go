@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/bench"
+	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/loadgen"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
@@ -22,7 +23,7 @@ var scenarioDefs = []bench.Scenario{
 	{ID: "S1", Name: "ingest, durable acks, 100 events/request, max throughput (closed loop)", Target: "≥ 0.8 × raw `_bulk` events/s"},
 	{ID: "S2", Name: "ingest, durable acks, 1 event/request, 200 concurrent clients", Target: "≥ 0.5 × raw `_bulk` events/s"},
 	{ID: "S3", Name: "ingest at 2,000 single-event requests/s, open loop, 5 KB events", Target: "p99 ≤ 150 ms, no errors"},
-	{ID: "S4", Name: "visibility at 2,000 events/s (201 → found by GET /api/v1/events/{id}, polled every 50 ms)", Target: "p99 ≤ 1.5 s"},
+	{ID: "S4", Name: "visibility at 2,000 events/s (201 → found by GET /api/v1/events/{id}, polled every 50 ms)", Target: "p99 ≤ 1 s (the README's \"searchable within a second\")"},
 	{ID: "S5", Name: "search, latest 100 events of a random client, while S3 runs", Target: "≥ 5 M events indexed, p99 ≤ 100 ms"},
 	{ID: "S6", Name: "archiver draining a backlog", Target: "≥ 1 M events, ≥ 0.5 × raw COPY rows/s, ≥ 10,000 rows/s, ≤ 4 PostgreSQL connections"},
 	{ID: "S7", Name: "overload: 5 × capacity offered, Elasticsearch stopped", Target: "Elasticsearch down 30 s, ingest RSS ≤ 300 MB, 429/503 p99 ≤ 50 ms, 0 acknowledged events lost"},
@@ -232,7 +233,28 @@ func (r *runner) ingest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	time.Sleep(5 * time.Second) // the refresh and the last merges of the load
+	// The load writes millions of events in minutes, tens of times the users' rate, and leaves
+	// merges of hundreds of MB running (throttled) for minutes more: S5 would measure the
+	// loading's aftermath. Wait for them, within a bound, and say how long it took.
+	settle := time.Now()
+	var mergeWait time.Duration
+	for {
+		st, err := r.indexStats(ctx, prefix)
+		if err != nil {
+			return err
+		}
+		if mergeWait = time.Since(settle); st.MergesNow == 0 || mergeWait > r.plan.MergeWait {
+			r.rep.Runs["S5_merge_wait"] = map[string]any{"seconds": mergeWait.Seconds(), "merges_running_after": st.MergesNow}
+			logf("merges after the load: waited %s, %v still running", mergeWait.Round(time.Second), st.MergesNow)
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(2 * time.Second)
+	before, err := r.indexStats(ctx, prefix)
+	if err != nil {
+		return err
+	}
 
 	// S3 + S4 + S5 together.
 	wait := r.profile(in, min(r.plan.S3Dur-time.Second, 30*time.Second), "ingest-S3")
@@ -242,6 +264,14 @@ func (r *runner) ingest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	after, err := r.indexStats(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	refreshes, merges := after.Refreshes-before.Refreshes, after.Merges-before.Merges
+	refreshNote := fmt.Sprintf("Elasticsearch refreshed the index %.0f times during the run (refresh_interval %s), %.0f ms each on average; %.0f merges took %.1f s in all",
+		refreshes, config.Default(config.RoleIngest, "elasticsearch.refresh_interval"), (after.RefreshMS-before.RefreshMS)/max(refreshes, 1), merges, (after.MergeMS-before.MergeMS)/1000)
+	r.rep.Runs["S3_index"] = map[string]any{"refreshes": refreshes, "refresh_ms": after.RefreshMS - before.RefreshMS, "merges": merges, "merge_ms": after.MergeMS - before.MergeMS}
 	bad := failed(s3)
 	r.set(bench.Scenario{ID: "S3", Measured: fmt.Sprintf("p50 %.1f / p99 %.1f / p99.9 %.1f / max %.0f ms; %s events/s acknowledged; %d failed or unsent (%s)",
 		s3.Latency.P50, s3.Latency.P99, s3.Latency.P999, s3.Latency.Max, bench.Num(s3.EventsPerSecond), bad, statusText(s3.Status)),
@@ -251,14 +281,17 @@ func (r *runner) ingest(ctx context.Context) error {
 		Baseline: fmt.Sprintf("raw `_bulk` of 5 KB documents %s docs/s (the ceiling the load is offered against)", bench.Num(raw5.DocsPerSecond))})
 	if v := s3.Visibility; v != nil && v.N > 0 {
 		r.set(bench.Scenario{ID: "S4", Measured: fmt.Sprintf("p50 %.0f / p99 %.0f / max %.0f ms over %d probes, %d never found",
-			v.P50, v.P99, v.Max, v.N, s3.VisibilityLost), Met: bench.Ptr(v.P99 <= 1500 && s3.VisibilityLost == 0)})
+			v.P50, v.P99, v.Max, v.N, s3.VisibilityLost), Met: bench.Ptr(v.P99 <= 1000 && s3.VisibilityLost == 0), Notes: refreshNote})
 	}
 	if q := s3.Search; q != nil && q.N > 0 {
 		size := indexed >= 5_000_000
+		notes := fmt.Sprintf("the run started once the load's merges had finished (waited %.0f s, bound %s)", mergeWait.Seconds(), r.plan.MergeWait)
+		if !size {
+			notes += "; fewer than 5 M events indexed: the size target is not met in this run"
+		}
 		r.set(bench.Scenario{ID: "S5", Measured: fmt.Sprintf("%s events indexed; p50 %.1f / p99 %.1f / max %.0f ms over %d searches (%s)",
 			bench.Num(float64(indexed)), q.P50, q.P99, q.Max, q.N, statusText(s3.SearchStatus)),
-			Met:   bench.Ptr(q.P99 <= 100 && size),
-			Notes: map[bool]string{true: "", false: "fewer than 5 M events indexed: the size target is not met in this run"}[size]})
+			Met: bench.Ptr(q.P99 <= 100 && size), Notes: notes})
 	}
 	return nil
 }

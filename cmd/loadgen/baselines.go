@@ -35,7 +35,8 @@ func rawES(args []string) error {
 	fs.IntVar(&cfg.Concurrency, "concurrency", 4, "concurrent _bulk requests")
 	fs.IntVar(&cfg.EventSize, "event-size", 1024, "approximate bytes per document")
 	fs.IntVar(&cfg.Clients, "clients", 100, "distinct clientIds")
-	refresh := fs.Duration("refresh-interval", time.Second, "refresh interval of the template (as ingest's)")
+	ingestRefresh, _ := time.ParseDuration(config.Default(config.RoleIngest, "elasticsearch.refresh_interval"))
+	refresh := fs.Duration("refresh-interval", ingestRefresh, "refresh interval of the template (default: ingest's)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
