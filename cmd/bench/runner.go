@@ -248,6 +248,15 @@ func (r *runner) spillwayEnv(addr, admin, esURL, prefix, pgURL, schema string) [
 	return env
 }
 
+// serviceAddrs are free addresses for a service's public and admin listeners.
+func serviceAddrs() (addr, admin string, err error) {
+	if addr, err = freeAddr(); err != nil {
+		return "", "", err
+	}
+	admin, err = freeAddr()
+	return addr, admin, err
+}
+
 // searchEnv is the run's search overrides (--search-set) as environment variables.
 func (r *runner) searchEnv() []string {
 	var env []string
@@ -263,11 +272,7 @@ func (r *runner) searchEnv() []string {
 // startIngest starts ingest with the run's tuning overrides (--ingest-set) and pprof on an
 // admin listener.
 func (r *runner) startIngest(ctx context.Context, name, esURL, prefix string) (*proc, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := freeAddr()
+	addr, admin, err := serviceAddrs()
 	if err != nil {
 		return nil, err
 	}

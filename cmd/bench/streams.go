@@ -103,11 +103,7 @@ func (r *runner) searchSetting() string {
 
 // streamRound starts a search process, opens the streams, posts the load and checks delivery.
 func (r *runner) streamRound(ctx context.Context, in *proc, prefix, name string, extra []string) (*streamRound, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := freeAddr()
+	addr, admin, err := serviceAddrs()
 	if err != nil {
 		return nil, err
 	}

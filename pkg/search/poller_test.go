@@ -52,10 +52,7 @@ func (m *manualPoller) poll() bool {
 // nothing, reads nothing and publishes nothing, however often it runs; the first one after the
 // feed moved publishes, and the stream delivers the event.
 func TestStreamPollerSleepsWhileTheFeedIsIdle(t *testing.T) {
-	for _, mode := range []struct {
-		name    string
-		streams int64
-	}{{"own-reads", math.MaxInt64}, {"shared-windows", 1}} {
+	for _, mode := range readPaths {
 		t.Run(mode.name, func(t *testing.T) {
 			defer search.SetWindowStreams(mode.streams)()
 			m := newManualPoller(t)

@@ -498,16 +498,20 @@ drain:
 	}
 }
 
+// readPaths are the two ways streams read: each its own queries (no window may serve a read),
+// and shared windows from the first open stream on; streams is what SetWindowStreams takes.
+var readPaths = []struct {
+	name    string
+	streams int64
+}{{"own-reads", math.MaxInt64}, {"shared-windows", 1}}
+
 // bothReadPaths runs a stream test twice: with every stream querying Elasticsearch itself (no
 // window may serve a read), and with the poller's shared windows from the first open stream on.
 // How many reads a window serves in the second depends on timing (a stream that lags behind a
 // window reads for itself), so it is logged, not asserted;
 // TestStreamTakesNewEventsFromSharedWindows proves that windows serve reads.
 func bothReadPaths(t *testing.T, test func(t *testing.T, shared bool) []*server) {
-	for _, mode := range []struct {
-		name    string
-		streams int64
-	}{{"own-reads", math.MaxInt64}, {"shared-windows", 1}} {
+	for _, mode := range readPaths {
 		t.Run(mode.name, func(t *testing.T) {
 			defer search.SetWindowStreams(mode.streams)()
 			var window, own float64
