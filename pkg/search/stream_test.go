@@ -529,9 +529,9 @@ func bothReadPaths(t *testing.T, test func(t *testing.T, shared bool) []*server)
 
 // TestStreamTakesNewEventsFromSharedWindows: a stream that keeps up takes new events from the
 // poller's shared window, filtered in memory by clientId, type and subscription time, without a
-// query of its own. The poll interval is the default 500 ms, so the stream has handled each
-// snapshot long before the next: one that skipped the snapshot holding a window would read for
-// itself (correct too, but not what this test looks at).
+// query of its own. The poll interval is 500 ms, so the stream has handled each snapshot long
+// before the next (one that fell behind would catch up from the chain of windows, also without a
+// query: TestStreamWakesOnlyForItsClientsAndCatchesUpFromTheChain).
 func TestStreamTakesNewEventsFromSharedWindows(t *testing.T) {
 	defer search.SetWindowStreams(1)()
 	feed := newFakeFeed("a-1/0")
