@@ -28,3 +28,9 @@ func OnPoll(f func(published bool)) (restore func()) {
 
 // Signals is how many targeted wake-ups the poller has sent to streams.
 func (s *Service) Signals() int64 { return s.streams.signals.Load() }
+
+// HasSnapshot reports whether the poller holds a snapshot (and so the chains of windows).
+func (s *Service) HasSnapshot() bool {
+	snap, _, _ := s.streams.latest()
+	return snap != nil
+}

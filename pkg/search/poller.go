@@ -56,7 +56,8 @@ var newTicker = func(d time.Duration) (<-chan time.Time, func()) {
 	return t.C, t.Stop
 }
 
-// testHookPolled, when set (by tests), is called after every poll with whether it published.
+// testHookPolled, when set (by tests), is called after every poll with whether it published,
+// and with false after a tick that found no stream open.
 var testHookPolled func(published bool)
 
 // streams is the process's live-stream machinery: the shared poller and the open-stream cap.
@@ -290,6 +291,15 @@ func (p *streams) run(ctx context.Context) {
 			}
 		}
 		if p.subscribers.Load() == 0 {
+			if prev != nil { // no stream left: let the chains go; the next poll starts afresh
+				prev = nil
+				p.mu.Lock()
+				p.snap = nil
+				p.mu.Unlock()
+			}
+			if testHookPolled != nil {
+				testHookPolled(false)
+			}
 			continue
 		}
 		lastPoll = time.Now()

@@ -102,6 +102,30 @@ func TestStreamPollerSleepsWhileTheFeedIsIdle(t *testing.T) {
 			if m.tick() {
 				t.Fatal("idle again, yet published")
 			}
+
+			// The last stream gone, the poller lets its snapshot (and the chains) go; a new
+			// stream starts from a fresh one.
+			st.close()
+			for deadline := time.Now().Add(30 * time.Second); metricValue(t, srv, "spillway_search_open_streams") != 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the closed stream is still counted open")
+				}
+			}
+			if m.tick() || srv.svc.HasSnapshot() {
+				t.Fatal("with no stream open, the poller kept its snapshot")
+			}
+			st = srv.openStream(t, url.Values{"clientId": {"a"}}, "")
+			st.next(t)
+			if !m.tick() { // the wake-up of the new stream came within an interval of the last poll
+				t.Fatal("no fresh snapshot for the new stream")
+			}
+			want = feed.add(0, "a", "")
+			if !m.tick() {
+				t.Fatal("the poll after the feed moved published nothing")
+			}
+			if e, _ := st.nextEvent(t); e.ID != want {
+				t.Fatalf("after the release: got %s, want %s", e.ID, want)
+			}
 		})
 	}
 }
