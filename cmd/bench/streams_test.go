@@ -14,8 +14,8 @@ func round(p99, searchCores float64, res loadgen.StreamResult) streamRound {
 }
 
 // S9's row: medians of the rounds, the ratio read "higher is better" (the 500 ms poll's p99 ÷
-// the configured one's), and the target needs the p99, exactly-once delivery in every round of
-// both configurations, 1,000 streams and search's cores within 10 % of the baseline's.
+// the configured one's), search's cores against the baseline's in the notes, and the target
+// needs the p99, exactly-once delivery in every round of both configurations and 1,000 streams.
 func TestS9Row(t *testing.T) {
 	sp := []streamRound{round(200, 0.05, loadgen.StreamResult{}), round(240, 0.06, loadgen.StreamResult{}), round(900, 0.05, loadgen.StreamResult{})}
 	base := []streamRound{round(500, 0.05, loadgen.StreamResult{}), round(600, 0.06, loadgen.StreamResult{}), round(480, 0.05, loadgen.StreamResult{})}
@@ -31,6 +31,9 @@ func TestS9Row(t *testing.T) {
 	if !strings.Contains(s.Baseline, "search.stream_poll 500ms") || !strings.Contains(s.Baseline, "p99 500 ") {
 		t.Errorf("baseline: %s", s.Baseline)
 	}
+	if !strings.Contains(s.Notes, "search's cores at the configured poll are 1.00 × those at 500 ms") {
+		t.Errorf("notes: %s", s.Notes)
+	}
 
 	for name, tc := range map[string]struct {
 		n        int
@@ -40,7 +43,6 @@ func TestS9Row(t *testing.T) {
 		"fewer streams":    {100, sp, base},
 		"a duplicate":      {1000, append(sp[:2:2], round(200, 0.05, loadgen.StreamResult{Duplicates: 1})), base},
 		"baseline missed":  {1000, sp, append(base[:2:2], round(500, 0.05, loadgen.StreamResult{Missing: 1}))},
-		"costlier":         {1000, []streamRound{round(200, 0.10, loadgen.StreamResult{})}, base},
 		"a stream dropped": {1000, []streamRound{round(200, 0.05, loadgen.StreamResult{Ended: 1})}, base},
 	} {
 		if s := s9Row(tc.n, time.Second, tc.sp, tc.base, "100ms"); s.Met == nil || *s.Met {
