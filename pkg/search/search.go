@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -105,22 +107,33 @@ type eventHead struct {
 	IngestedAt string `json:"ingestedAt"`
 }
 
-// appendEvent appends e as the API's JSON object, on one line: {"id", "clientId", "type",
-// "timestamp", "ingestedAt", "payload"}, type and payload absent when empty, nothing
+// eventEncoder appends events as the API's JSON objects, on one line each: {"id", "clientId",
+// "type", "timestamp", "ingestedAt", "payload"}, type and payload absent when empty, nothing
 // HTML-escaped. The payload is appended as it is, not re-encoded: it comes from a stored
 // document that was decoded as JSON (so it is valid), and ingest stored it compacted; encoding
 // it again scanned every byte twice more, the largest share of search's CPU for pages of large
 // events. A payload with a raw line break (written by another tool) is compacted, so that an
-// event stays one line: a stream's data line.
-func appendEvent(b []byte, e event.Event) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(eventHead{ID: e.ID, ClientID: e.ClientID, Type: e.Type,
+// event stays one line: a stream's data line. An encoder is not safe for concurrent use; reuse
+// one for the events of a page or a stream.
+type eventEncoder struct {
+	head bytes.Buffer
+	enc  *json.Encoder
+}
+
+func newEventEncoder() *eventEncoder {
+	e := &eventEncoder{}
+	e.enc = json.NewEncoder(&e.head)
+	e.enc.SetEscapeHTML(false)
+	return e
+}
+
+func (ee *eventEncoder) appendEvent(b []byte, e event.Event) ([]byte, error) {
+	ee.head.Reset()
+	if err := ee.enc.Encode(eventHead{ID: e.ID, ClientID: e.ClientID, Type: e.Type,
 		Timestamp: event.Truncate(e.Timestamp).Format(event.TimeFormat), IngestedAt: event.Truncate(e.IngestedAt).Format(event.TimeFormat)}); err != nil {
 		return b, err
 	}
-	b = append(b, bytes.TrimSuffix(buf.Bytes(), []byte("}\n"))...)
+	b = append(b, bytes.TrimSuffix(ee.head.Bytes(), []byte("}\n"))...)
 	if p := e.Payload; len(p) > 0 {
 		if bytes.ContainsAny(p, "\r\n") {
 			var c bytes.Buffer
@@ -135,21 +148,35 @@ func appendEvent(b []byte, e event.Event) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// bodies recycles the buffers pages are built in: a page of 100 events of 5 KB is half a
+// megabyte, and allocating (and zeroing) one per request cost search about what not
+// re-encoding the payloads saved.
+var bodies = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBody bounds the buffers kept for reuse (a page of 1,000 events of 1 KB fits).
+const maxPooledBody = 4 << 20
+
 // writeEvents answers GET /api/v1/events: {"events": [...], "nextCursor": "..."} (no cursor on
-// the last page), built by appendEvent, with the headers httpx.WriteJSON sets.
+// the last page), built by an eventEncoder, with the headers httpx.WriteJSON sets.
 func writeEvents(w http.ResponseWriter, events []event.Event, cursor string) error {
+	buf := bodies.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledBody {
+			bodies.Put(buf)
+		}
+	}()
 	size := 32 + len(cursor)
 	for _, e := range events {
 		size += 256 + len(e.Payload)
 	}
-	b := make([]byte, 0, size)
-	b = append(b, `{"events":[`...)
+	b := append(slices.Grow((*buf)[:0], size), `{"events":[`...)
+	ee := newEventEncoder()
 	for i, e := range events {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		var err error
-		if b, err = appendEvent(b, e); err != nil {
+		if b, err = ee.appendEvent(b, e); err != nil {
 			return err
 		}
 	}
@@ -160,6 +187,7 @@ func writeEvents(w http.ResponseWriter, events []event.Event, cursor string) err
 		b = append(b, '"')
 	}
 	b = append(b, "}\n"...)
+	*buf = b
 	writeJSONBody(w, http.StatusOK, b)
 	return nil
 }
@@ -282,7 +310,7 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	b, err := appendEvent(nil, e)
+	b, err := newEventEncoder().appendEvent(nil, e)
 	if err != nil {
 		s.fail(w, r, err)
 		return

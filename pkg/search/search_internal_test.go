@@ -13,6 +13,7 @@ import (
 // encoding/json wrote for the API's event (no HTML escaping, compacted payload) for payloads as
 // ingest stores them, one line for every payload, and valid JSON.
 func TestAppendEventWritesWhatEncodingJSONWrote(t *testing.T) {
+	reused := newEventEncoder() // an encoder serves many events
 	type apiEvent struct {
 		ID         string          `json:"id"`
 		ClientID   string          `json:"clientId"`
@@ -35,11 +36,14 @@ func TestAppendEventWritesWhatEncodingJSONWrote(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.e.Timestamp, tc.e.IngestedAt = ts, ts.Add(time.Second)
-			got, err := appendEvent([]byte("prefix"), tc.e)
+			got, err := newEventEncoder().appendEvent([]byte("prefix"), tc.e)
 			if err != nil || !strings.HasPrefix(string(got), "prefix") {
 				t.Fatalf("%q, %v", got, err)
 			}
 			got = got[len("prefix"):]
+			if again, err := reused.appendEvent(nil, tc.e); err != nil || string(again) != string(got) {
+				t.Errorf("a reused encoder wrote %s (%v)", again, err)
+			}
 			var sb strings.Builder
 			enc := json.NewEncoder(&sb)
 			enc.SetEscapeHTML(false)

@@ -105,7 +105,7 @@ func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	st := &streamState{tok: tok, scanned: map[shardKey]int64{}, filter: f, bind: b, started: time.Now()}
-	sw := &sseWriter{w: w, rc: rc, timeout: max(2*s.cfg.StreamHeartbeat, 10*time.Second)}
+	sw := &sseWriter{w: w, rc: rc, timeout: max(2*s.cfg.StreamHeartbeat, 10*time.Second), events: newEventEncoder()}
 	// An id-only message sets the reader's last event id without an event: a reader that
 	// reconnects before any event arrives still resumes from its subscription time.
 	sw.buf.WriteString("retry: 1000\n")
@@ -345,6 +345,7 @@ type sseWriter struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	buf     bytes.Buffer
+	events  *eventEncoder
 }
 
 func (sw *sseWriter) id(tok string) {
@@ -357,7 +358,7 @@ func (sw *sseWriter) event(tok string, e event.Event) error {
 	sw.buf.WriteString("id: ")
 	sw.buf.WriteString(tok)
 	sw.buf.WriteString("\ndata: ")
-	b, err := appendEvent(sw.buf.AvailableBuffer(), e) // one line: no line break inside
+	b, err := sw.events.appendEvent(sw.buf.AvailableBuffer(), e) // one line: no line break inside
 	if err != nil {
 		return err
 	}
