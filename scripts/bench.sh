@@ -5,7 +5,7 @@
 # Builds ingest, search, archiver, loadgen and the orchestrator (cmd/bench), which starts a
 # PRIVATE Elasticsearch node and PostgreSQL cluster with scripts/services.sh (own state
 # directory, free ports: the shared services and other developers' data are never touched),
-# runs the raw baselines and the scenarios S1–S8 in this one invocation, writes
+# runs the raw baselines and the scenarios S1–S9 in this one invocation, writes
 # DIR/results.json, DIR/results.md and the plots, and stops and removes everything it started.
 # A full run (no --quick) also writes the table into BENCHMARKS.md, the plots and results.json
 # into docs/benchmarks/, and stores results.json under docs/benchmarks/runs/ (the table of stored

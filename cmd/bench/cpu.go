@@ -92,7 +92,7 @@ func (c *cpuShare) stop() CPUCores {
 }
 
 func (c CPUCores) String() string {
-	order := []string{"elasticsearch", "ingest", "archiver", "proxies", "load generator", "everything else", "machine"}
+	order := []string{"elasticsearch", "ingest", "search", "archiver", "proxies", "load generator", "everything else", "machine"}
 	var parts []string
 	for _, k := range order {
 		if v, ok := c[k]; ok {

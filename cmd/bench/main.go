@@ -1,10 +1,10 @@
-// Command bench runs Spillway's benchmark (issue 6): the scenarios S1–S8 and their raw
+// Command bench runs Spillway's benchmark (issue 6): the scenarios S1–S9 and their raw
 // baselines — Elasticsearch _bulk, PostgreSQL COPY and the naive one-INSERT-per-event design —
 // in one invocation, against a private Elasticsearch node and PostgreSQL cluster, so that every
 // Spillway figure can be given as a ratio to a baseline measured minutes apart on the same
 // machine. scripts/bench.sh builds the binaries and calls it:
 //
-//	bench --repo . --bin DIR --out DIR [--quick] [--update-doc] [--only S1,S2,...] [--ingest-set key=value ...]
+//	bench --repo . --bin DIR --out DIR [--quick] [--update-doc] [--only PHASE,...] [--ingest-set key=value ...] [--search-set key=value ...]
 //
 // It writes results.json, results.md and the plots into --out. With --update-doc, a full run
 // (no --only) splices its results into BENCHMARKS.md, copies the plots and results.json to
@@ -50,6 +50,9 @@ type plan struct {
 	WarmDur      time.Duration // unrecorded warm-up before the raw sweep, S1 and the sweep
 	Rounds       int           // raw, S1, S2 interleaved this many times
 	TuneDur      time.Duration // one run of the tune phase
+	MergeWait    time.Duration // bound on waiting for the merges of S5's load before S3
+	S9Streams    int           // live streams open in S9 (the target is for 1,000)
+	S9Dur        time.Duration // S9's load per round and configuration
 }
 
 func fullPlan() plan {
@@ -66,6 +69,9 @@ func fullPlan() plan {
 		S1Conc:     16,
 		WarmDur:    10 * time.Second,
 		TuneDur:    10 * time.Second,
+		MergeWait:  5 * time.Minute,
+		S9Streams:  1000,
+		S9Dur:      30 * time.Second,
 	}
 }
 
@@ -84,6 +90,9 @@ func quickPlan() plan {
 		S1Conc:     16,
 		WarmDur:    4 * time.Second,
 		TuneDur:    5 * time.Second,
+		MergeWait:  30 * time.Second,
+		S9Streams:  100,
+		S9Dur:      8 * time.Second,
 	}
 }
 
@@ -93,11 +102,11 @@ func (p plan) scale() string {
 	}
 	f := fullPlan()
 	return fmt.Sprintf("Durations are cut to seconds (S1/S2 %d rounds of %s instead of %d of %s, S3 %s instead of %s, sweep points %s instead of %s, Elasticsearch stopped %s instead of %s); "+
-		"S5 runs with %s events indexed instead of ≥ %s, S6 drains %s events instead of ≥ %s; the raw _bulk sweep tries %d configurations instead of %d. "+
+		"S5 runs with %s events indexed instead of ≥ %s, S6 drains %s events instead of ≥ %s, S9 opens %d streams for %s instead of %d for %s; the raw _bulk sweep tries %d configurations instead of %d. "+
 		"Figures are indicative only; the targets' sizes are not met by construction.",
 		p.Rounds, p.S1Dur, f.Rounds, f.S1Dur, p.S3Dur, f.S3Dur, p.SweepDur, f.SweepDur, p.S7Down, f.S7Down,
 		bench.Num(float64(p.Preload)), bench.Num(float64(f.Preload)), bench.Num(float64(p.S6Rows)), bench.Num(float64(f.S6Rows)),
-		len(p.RawSweep), len(f.RawSweep))
+		p.S9Streams, p.S9Dur, f.S9Streams, f.S9Dur, len(p.RawSweep), len(f.RawSweep))
 }
 
 func main() {
@@ -114,9 +123,10 @@ func run(args []string) error {
 	bin := fs.String("bin", "bin", "directory of the built ingest, search, archiver and loadgen binaries")
 	out := fs.String("out", "", "directory for results.json, results.md, plots, profiles and logs")
 	updateDoc := fs.Bool("update-doc", false, "splice the table into BENCHMARKS.md and copy the plots to docs/benchmarks/")
-	only := fs.StringSlice("only", nil, "run only these phases: raw, ingest (S1-S5), archive (S6), wan (S8), overload (S7); tune (ingest settings compared) runs only when named")
+	only := fs.StringSlice("only", nil, "run only these phases: raw, ingest (S1-S5), archive (S6), wan (S8), streams (S9), overload (S7); tune (ingest settings compared) runs only when named")
 	ingestSet := fs.StringArray("ingest-set", nil, "extra ingest configuration, key=value (e.g. ingest.bulk_workers=8), for tuning runs")
 	archiverSet := fs.StringArray("archiver-set", nil, "extra archiver configuration, key=value (e.g. archiver.batch_size=10000)")
+	searchSet := fs.StringArray("search-set", nil, "extra search configuration for S9, key=value (e.g. search.stream_poll=200ms)")
 	command := fs.String("command", "", "the command line to record (scripts/bench.sh passes its own)")
 	renderDocs := fs.Bool("render-docs", false, "only regenerate BENCHMARKS.md's tables of stored runs and tuning from docs/benchmarks/")
 	if err := fs.Parse(args); err != nil {
@@ -156,7 +166,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	r := &runner{plan: p, st: st, ingestSet: *ingestSet, archiverSet: *archiverSet, phases: map[string]bool{},
+	r := &runner{plan: p, st: st, ingestSet: *ingestSet, archiverSet: *archiverSet, searchSet: *searchSet, phases: map[string]bool{},
 		run: fmt.Sprintf("b%x", time.Now().Unix()%0xfffff),
 		rep: &bench.Report{Version: bench.ReportVersion, Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Command: *command, Quick: p.Quick, Scale: p.scale(),
 			Settings: map[string]string{}, Runs: map[string]any{}}}

@@ -31,6 +31,7 @@ type runner struct {
 	rep         *bench.Report
 	ingestSet   []string
 	archiverSet []string
+	searchSet   []string
 	phases      map[string]bool
 	run         string // prefix of this run's index prefixes and schemas
 
@@ -52,6 +53,7 @@ func (r *runner) all(ctx context.Context) {
 		{"ingest", r.ingest},
 		{"archive", r.archive},
 		{"wan", r.wan},
+		{"streams", r.streams},
 		// Last: it stops Elasticsearch, and a node that fails to come back must not cost the others.
 		{"overload", r.overload},
 	}
@@ -123,9 +125,14 @@ func loadavg() string {
 }
 
 // es opens a store on the private node for an index prefix and installs its template, as
-// ingest would.
+// ingest would, with ingest's default refresh interval: an index the raw baselines create first
+// keeps the settings it was created with, and ingest and search are measured on it.
 func (r *runner) es(ctx context.Context, prefix string) (*esstore.Store, error) {
-	cfg := config.Elasticsearch{URLs: []string{r.st.esURL}, IndexPrefix: prefix, RefreshInterval: time.Second,
+	refresh, err := time.ParseDuration(config.Default(config.RoleIngest, "elasticsearch.refresh_interval"))
+	if err != nil {
+		return nil, fmt.Errorf("default refresh interval: %w", err)
+	}
+	cfg := config.Elasticsearch{URLs: []string{r.st.esURL}, IndexPrefix: prefix, RefreshInterval: refresh,
 		Shards: 1, Replicas: "0-1", RequestTimeout: time.Minute, MaxRetries: 3}
 	s, err := esstore.New(cfg, nil)
 	if err != nil {
@@ -140,6 +147,33 @@ func (r *runner) es(ctx context.Context, prefix string) (*esstore.Store, error) 
 func (r *runner) pg(ctx context.Context, schema, app string, conns int32) (*pgstore.Store, error) {
 	return pgstore.Open(ctx, config.Postgres{URL: config.Secret(r.st.pgURL), MaxConns: conns, Schema: schema,
 		ConnectTimeout: 10 * time.Second}, pgstore.Options{ApplicationName: app}, nil)
+}
+
+// indexStats is what Elasticsearch did to the indices of a prefix so far: refreshes and their
+// total time, merges and theirs, and the merges running now.
+type indexStats struct {
+	Refreshes, RefreshMS, Merges, MergeMS, MergesNow float64
+}
+
+func (r *runner) indexStats(ctx context.Context, prefix string) (indexStats, error) {
+	var out struct {
+		All struct {
+			Primaries struct {
+				Refresh struct {
+					Total  float64 `json:"total"`
+					TimeMS float64 `json:"total_time_in_millis"`
+				} `json:"refresh"`
+				Merges struct {
+					Current float64 `json:"current"`
+					Total   float64 `json:"total"`
+					TimeMS  float64 `json:"total_time_in_millis"`
+				} `json:"merges"`
+			} `json:"primaries"`
+		} `json:"_all"`
+	}
+	err := getJSON(ctx, r.st.esURL+"/"+prefix+"-*/_stats/refresh,merge?filter_path=_all.primaries.refresh,_all.primaries.merges", &out)
+	p := out.All.Primaries
+	return indexStats{Refreshes: p.Refresh.Total, RefreshMS: p.Refresh.TimeMS, Merges: p.Merges.Total, MergeMS: p.Merges.TimeMS, MergesNow: p.Merges.Current}, err
 }
 
 // count returns the documents under an alias matching query (nil: all) after a refresh.
@@ -214,14 +248,31 @@ func (r *runner) spillwayEnv(addr, admin, esURL, prefix, pgURL, schema string) [
 	return env
 }
 
+// serviceAddrs are free addresses for a service's public and admin listeners.
+func serviceAddrs() (addr, admin string, err error) {
+	if addr, err = freeAddr(); err != nil {
+		return "", "", err
+	}
+	admin, err = freeAddr()
+	return addr, admin, err
+}
+
+// searchEnv is the run's search overrides (--search-set) as environment variables.
+func (r *runner) searchEnv() []string {
+	var env []string
+	for _, kv := range r.searchSet {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env = append(env, config.EnvName(k)+"="+v)
+			r.rep.Settings[k] = v
+		}
+	}
+	return env
+}
+
 // startIngest starts ingest with the run's tuning overrides (--ingest-set) and pprof on an
 // admin listener.
 func (r *runner) startIngest(ctx context.Context, name, esURL, prefix string) (*proc, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	admin, err := freeAddr()
+	addr, admin, err := serviceAddrs()
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,8 @@ func rawES(args []string) error {
 	fs.IntVar(&cfg.Concurrency, "concurrency", 4, "concurrent _bulk requests")
 	fs.IntVar(&cfg.EventSize, "event-size", 1024, "approximate bytes per document")
 	fs.IntVar(&cfg.Clients, "clients", 100, "distinct clientIds")
-	refresh := fs.Duration("refresh-interval", time.Second, "refresh interval of the template (as ingest's)")
+	ingestRefresh, _ := time.ParseDuration(config.Default(config.RoleIngest, "elasticsearch.refresh_interval"))
+	refresh := fs.Duration("refresh-interval", ingestRefresh, "refresh interval of the template (default: ingest's)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,13 +58,15 @@ func rawES(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// naiveServer runs the users' current design: one INSERT per event through a pool.
+// naiveServer runs the users' current design: one INSERT per event through a pool, into a
+// plain table of its own (bench.NaiveTable), not Spillway's archive.
 func naiveServer(args []string) error {
 	fs := pflag.NewFlagSet("naive-server", pflag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8090", "listen address")
 	pgURL := fs.String("pg", "postgres://spillway:spillway@127.0.0.1:5432/spillway?sslmode=disable", "PostgreSQL URL")
-	schema := fs.String("schema", "naive", "schema for the events table")
+	schema := fs.String("schema", "naive", "schema for the naive_events table (created if missing)")
 	pool := fs.Int32("pool", 10, "connection pool size")
+	app := fs.String("application-name", "spillway-naive", "application_name of its connections (pg_stat_activity)")
 	timeout := fs.Duration("timeout", 10*time.Second, "per-insert timeout (waiting for a pooled connection included)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -72,17 +75,21 @@ func naiveServer(args []string) error {
 	defer stop()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	db, err := pgstore.Open(ctx, config.Postgres{URL: config.Secret(*pgURL), MaxConns: *pool, Schema: *schema,
-		ConnectTimeout: 10 * time.Second}, pgstore.Options{MaxConns: *pool, ApplicationName: "spillway-naive"}, logger)
+		ConnectTimeout: 10 * time.Second}, pgstore.Options{MaxConns: *pool, ApplicationName: *app}, logger)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
+	table, err := bench.OpenNaiveTable(ctx, func(ctx context.Context, sql string, args ...any) (int64, error) {
+		tag, err := db.Pool().Exec(ctx, sql, args...)
+		return tag.RowsAffected(), err
+	}, *schema)
+	if err != nil {
 		return err
 	}
-	srv := &http.Server{Addr: *listen, Handler: bench.NaiveHandler(db, *timeout), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: *listen, Handler: bench.NaiveHandler(table, *timeout), ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); _ = srv.Shutdown(context.Background()) }()
-	logger.Info("naive server listening", "addr", *listen, "pool", *pool)
+	logger.Info("naive server listening", "addr", *listen, "pool", *pool, "schema", *schema)
 	if err := srv.ListenAndServe(); err != http.ErrServerClosed {
 		return err
 	}

@@ -15,6 +15,8 @@ import (
 	"github.com/spillway/spillway/pkg/testenv"
 )
 
+// TestNaiveHandlerInsertsEachEvent: the naive design writes each event with its own INSERT
+// into its plain table (created in its schema), not into Spillway's archive.
 func TestNaiveHandlerInsertsEachEvent(t *testing.T) {
 	cfg := testenv.PG(t)
 	ctx := testenv.Context(t, time.Minute)
@@ -23,16 +25,25 @@ func TestNaiveHandlerInsertsEachEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
+	exec := func(ctx context.Context, sql string, args ...any) (int64, error) {
+		tag, err := db.Pool().Exec(ctx, sql, args...)
+		return tag.RowsAffected(), err
+	}
+	table, err := bench.OpenNaiveTable(ctx, exec, cfg.Schema)
+	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(bench.NaiveHandler(db, 5*time.Second))
+	if _, err := bench.OpenNaiveTable(ctx, exec, cfg.Schema); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(bench.NaiveHandler(table, 5*time.Second))
 	defer srv.Close()
 	for _, tc := range []struct {
 		body   string
 		status int
 	}{
-		{`{"id":"n1","clientId":"c1","payload":{"a":1}}`, 201},
+		{`{"id":"n1","clientId":"c1","type":"t","payload":{"a":1}}`, 201},
+		{`{"id":"n1","clientId":"c1","type":"t","payload":{"a":1}}`, 201}, // a retry
 		{`{"clientId":"c1"}`, 201},
 		{`{"id":"n2"}`, 400},
 		{`not json`, 400},
@@ -46,9 +57,17 @@ func TestNaiveHandlerInsertsEachEvent(t *testing.T) {
 			t.Errorf("%s: %d, want %d", tc.body, res.StatusCode, tc.status)
 		}
 	}
-	e, err := db.GetEvent(ctx, "n1", time.Time{})
-	if err != nil || e.ClientID != "c1" {
-		t.Fatalf("n1: %+v %v", e, err)
+	var client, typ, payload string
+	if err := db.Pool().QueryRow(ctx, `SELECT client_id, type, payload::text FROM naive_events WHERE id = 'n1'`).Scan(&client, &typ, &payload); err != nil {
+		t.Fatal(err)
+	}
+	var total int
+	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM naive_events`).Scan(&total); err != nil || total != 2 || client != "c1" || typ != "t" || payload != `{"a": 1}` {
+		t.Fatalf("%d rows (%v); n1: %s %s %s", total, err, client, typ, payload)
+	}
+	var archive bool
+	if err := db.Pool().QueryRow(ctx, `SELECT to_regclass('events') IS NOT NULL`).Scan(&archive); err != nil || archive {
+		t.Fatalf("Spillway's events table exists in the naive schema (%v)", err)
 	}
 }
 

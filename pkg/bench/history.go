@@ -46,8 +46,8 @@ func RunFile(r *Report) string {
 // versions, and every ratio read the same way (higher is better for Spillway).
 func History(runs []*Report) string {
 	var b strings.Builder
-	b.WriteString("| run | load average before → after | raw `_bulk` best, docs/s | S1 ratio | S2 ratio | S3 p99 ms / events/s acknowledged of 2,000 | S4 visibility p99 ms | S5 search p99 ms | S6 rows/s (ratio to raw `COPY`) | S7 ingest RSS MB, acknowledged events lost | S8a ratio | S8b ratio |\n")
-	b.WriteString("|---|---|--:|--:|--:|---|--:|--:|---|---|--:|--:|\n")
+	b.WriteString("| run | load average before → after | raw `_bulk` best, docs/s | S1 ratio | S2 ratio | S3 p99 ms / events/s acknowledged of 2,000 | S4 visibility p99 ms | S5 search p99 ms | S6 rows/s (ratio to raw `COPY`) | S7 ingest RSS MB, acknowledged events lost | S8a ratio | S8b ratio | S8c / S8d / S8e / S8f ratios (pool 20; 5 ms, then 0 ms) | S9 delivery p99 ms, search cores (at the 500 ms poll) |\n")
+	b.WriteString("|---|---|--:|--:|--:|---|--:|--:|---|---|--:|--:|---|---|\n")
 	for i := len(runs) - 1; i >= 0; i-- {
 		r := runs[i]
 		cells := []string{r.Date, loads(r.Machine)}
@@ -66,7 +66,7 @@ func History(runs []*Report) string {
 		rss, ok1 := lookup(r.Runs, "S7_summary", "max_rss_bytes")
 		lost, ok2 := lookup(r.Runs, "S7_summary", "lost")
 		cells = append(cells, pair(ok1 && ok2, fmt.Sprintf("%.0f, %s", rss/1e6, num(lost))))
-		cells = append(cells, r.ratio("S8a"), r.ratio("S8b"))
+		cells = append(cells, r.ratio("S8a"), r.ratio("S8b"), planCell(r), streamsCell(r.Runs))
 		fmt.Fprintf(&b, "| %s |\n", strings.Join(cells, " | "))
 	}
 	return b.String()
@@ -90,6 +90,38 @@ func (r *Report) ratio(id string) string {
 		return fmt.Sprintf("%.2f×", v)
 	}
 	return "—"
+}
+
+// planCell is the ratios of the users' plan (S8c-S8f), or "—" for runs without them.
+func planCell(r *Report) string {
+	var parts []string
+	found := false
+	for _, id := range []string{"S8c", "S8d", "S8e", "S8f"} {
+		v := r.ratio(id)
+		found = found || v != "—"
+		parts = append(parts, v)
+	}
+	if !found {
+		return "—"
+	}
+	return strings.Join(parts, " / ")
+}
+
+// streamsCell is S9's delivery p99 and search's cores, and the same at the baseline's poll.
+func streamsCell(runs map[string]any) string {
+	one := func(config string) (string, bool) {
+		p99, ok1 := lookup(runs, "S9", config, "delivery_ms", "p99")
+		cores, ok2 := lookup(runs, "S9", config, "search_cores")
+		return fmt.Sprintf("%s, %.2f", ms(p99), cores), ok1 && ok2
+	}
+	sp, ok := one("spillway")
+	if !ok {
+		return "—"
+	}
+	if base, ok := one("baseline"); ok {
+		return sp + " (" + base + ")"
+	}
+	return sp
 }
 
 func loads(m Machine) string {

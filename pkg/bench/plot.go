@@ -17,6 +17,15 @@ import (
 var systemStyle = map[string]color.RGBA{
 	"spillway": {R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	"naive":    {R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	"naive-20": {R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}, // the users' plan: a pool of 20
+}
+
+// styleOf is a system's color; one without a style of its own is drawn in gray, not invisibly.
+func styleOf(system string) color.RGBA {
+	if c, ok := systemStyle[system]; ok {
+		return c
+	}
+	return color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}
 }
 
 // Plots draws the sweep into dir: latency percentiles versus offered rate (log scale, so that
@@ -63,7 +72,7 @@ func Plots(dir string, sweep []SweepPoint, title string) ([]string, error) {
 				// A log axis cannot show 0; sub-0.1 ms latencies do not occur over HTTP anyway.
 				xys = append(xys, plotter.XY{X: p.Offered, Y: math.Max(pc.get(p), 0.1)})
 			}
-			if err := addLine(lat, s+" "+pc.name, xys, systemStyle[s], pc.dash, pc.glyph); err != nil {
+			if err := addLine(lat, s+" "+pc.name, xys, styleOf(s), pc.dash, pc.glyph); err != nil {
 				return nil, err
 			}
 		}
@@ -86,7 +95,7 @@ func Plots(dir string, sweep []SweepPoint, title string) ([]string, error) {
 			xys = append(xys, plotter.XY{X: p.Offered, Y: p.Achieved})
 			maxX = math.Max(maxX, p.Offered)
 		}
-		if err := addLine(thr, s, xys, systemStyle[s], nil, draw.CircleGlyph{}); err != nil {
+		if err := addLine(thr, s, xys, styleOf(s), nil, draw.CircleGlyph{}); err != nil {
 			return nil, err
 		}
 	}

@@ -168,7 +168,7 @@ func (r *Report) Markdown(plots []string) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", s.ID, cell(s.Name), cell(s.Measured), cell(base), ratio, cell(s.Target), met)
 	}
 	b.WriteString("\n*ratio*: Spillway against the baseline of the same run, read the same way in every row — higher is better " +
-		"for Spillway: its throughput ÷ the baseline's (S1, S2, S6), the baseline's p99 ÷ Spillway's (S8).\n")
+		"for Spillway: its throughput ÷ the baseline's (S1, S2, S6), the baseline's p99 ÷ Spillway's (S8; S9: delivery p99).\n")
 	for _, s := range r.Scenarios {
 		if s.Notes != "" {
 			fmt.Fprintf(&b, "\n- **%s**: %s", s.ID, s.Notes)

@@ -35,22 +35,23 @@ func TestMarkdownTable(t *testing.T) {
 			{ID: "S1", Name: "batched", Target: "≥ 0.8 × raw", Measured: "25,000 events/s", Baseline: "raw 31,234", Ratio: Ptr(0.8004), Met: Ptr(true)},
 			{ID: "S7", Name: "overload", Target: "lost = 0", Measured: "x | y"},
 		},
-		Sweep: []SweepPoint{{System: "naive", Offered: 2000, Achieved: 1500, P99: 5000, Saturated: true}, {System: "spillway", Offered: 2000, Achieved: 2000, P99: 40}},
+		Sweep: []SweepPoint{{System: "naive", Offered: 2000, Achieved: 1500, P99: 5000, Saturated: true}, {System: "spillway", Offered: 2000, Achieved: 2000, P99: 40},
+			{System: "naive-20", Offered: 2000, Achieved: 1900, P99: 900, PGConns: 20}},
 	}
 	r.RawESBest = &r.RawES[0]
 	md := r.Markdown([]string{"docs/benchmarks/latency-vs-rate.png"})
 	for _, want := range []string{
 		"QUICK RUN", "| S1 | batched | 25,000 events/s | raw 31,234 | 0.80× | ≥ 0.8 × raw | yes |",
 		"| S7 | overload | x \\| y | — | — | lost = 0 | not measured |", "31,234 (best)",
-		"| spillway | 2,000 | 2,000 |", "| naive | 2,000 | 1,500 |", "**yes**",
+		"| spillway | 2,000 | 2,000 |", "| naive | 2,000 | 1,500 |", "| naive-20 | 2,000 | 1,900 |", "| 20 |", "**yes**",
 		"![latency-vs-rate](docs/benchmarks/latency-vs-rate.png)", "2 cores, 23.4 GiB",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("missing %q in:\n%s", want, md)
 		}
 	}
-	if strings.Index(md, "| spillway |") > strings.Index(md, "| naive |") {
-		t.Error("spillway rows should come first")
+	if strings.Index(md, "| spillway |") > strings.Index(md, "| naive-20 |") || strings.Index(md, "| naive-20 |") > strings.Index(md, "| naive |") {
+		t.Error("spillway rows should come first, then the users' plan, then the users' pool")
 	}
 }
 
@@ -79,6 +80,9 @@ func TestPlotsWritePNGs(t *testing.T) {
 		{System: "spillway", Offered: 2000, Achieved: 2000, P50: 4, P99: 20, P999: 60},
 		{System: "naive", Offered: 500, Achieved: 500, P50: 8, P99: 30, P999: 90},
 		{System: "naive", Offered: 2000, Achieved: 900, P50: 4000, P99: 9000, P999: 10000},
+		{System: "naive-20", Offered: 500, Achieved: 500, P50: 9, P99: 35, P999: 95},
+		{System: "naive-20", Offered: 2000, Achieved: 1200, P50: 3000, P99: 7000, P999: 9000},
+		{System: "unstyled", Offered: 500, Achieved: 500, P50: 9, P99: 35, P999: 95},
 	}, "test")
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +117,7 @@ func TestSaturatesAtIgnoresATransient(t *testing.T) {
 func TestMarkdownSaysHowRatiosReadAndWhatTheSweepCounts(t *testing.T) {
 	r := &Report{Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(2.5)}}, Sweep: []SweepPoint{{System: "naive", Offered: 1000, PGConns: 42}}}
 	md := r.Markdown(nil)
-	for _, want := range []string{"higher is better for Spillway", "the baseline's p99 ÷ Spillway's (S8)", "| 2.50× |",
+	for _, want := range []string{"higher is better for Spillway", "the baseline's p99 ÷ Spillway's (S8; S9: delivery p99)", "| 2.50× |",
 		"pooled PostgreSQL connections open (max) |", "| 42 |"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("missing %q in:\n%s", want, md)
@@ -133,7 +137,12 @@ func TestHistoryOfStoredRuns(t *testing.T) {
 			"S6":         map[string]any{"rows_per_second": 30436.2},
 			"S7_summary": map[string]any{"max_rss_bytes": 224e6, "lost": 0},
 		}}
-	cur := &Report{Version: ReportVersion, Date: "2026-11-27 20:13 UTC", Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(3.82)}}, Runs: map[string]any{}}
+	cur := &Report{Version: ReportVersion, Date: "2026-11-27 20:13 UTC", Scenarios: []Scenario{{ID: "S8a", Ratio: Ptr(3.82)},
+		{ID: "S8c", Ratio: Ptr(1.25)}, {ID: "S8d", Ratio: Ptr(0.5)}, {ID: "S8f", Ratio: Ptr(0.93)}}, Runs: map[string]any{
+		"S9": map[string]any{"streams": 1000,
+			"spillway": map[string]any{"delivery_ms": map[string]any{"p50": 120.0, "p99": 212.4}, "search_cores": 0.051, "exactly_once": true},
+			"baseline": map[string]any{"delivery_ms": map[string]any{"p50": 300.0, "p99": 539.0}, "search_cores": 0.049, "exactly_once": true}},
+	}}
 	for _, r := range []*Report{cur, old} {
 		if err := r.WriteJSON(filepath.Join(dir, RunFile(r))); err != nil {
 			t.Fatal(err)
@@ -148,8 +157,8 @@ func TestHistoryOfStoredRuns(t *testing.T) {
 	}
 	md := History(runs)
 	for _, want := range []string{
-		"| 2026-11-27 19:07 UTC | 6.57 → 4.57 | 61,803 | 0.54× | — | 414 / 2,000 | 1406 | 213 | 30,436 (0.56×) | 224, 0 | 0.40× | — |",
-		"| 2026-11-27 20:13 UTC | ? → ? | — | — | — | — | — | — | — | — | 3.82× | — |",
+		"| 2026-11-27 19:07 UTC | 6.57 → 4.57 | 61,803 | 0.54× | — | 414 / 2,000 | 1406 | 213 | 30,436 (0.56×) | 224, 0 | 0.40× | — | — | — |",
+		"| 2026-11-27 20:13 UTC | ? → ? | — | — | — | — | — | — | — | — | 3.82× | — | 1.25× / 0.50× / — / 0.93× | 212, 0.05 (539, 0.05) |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("missing %q in:\n%s", want, md)

@@ -48,7 +48,7 @@ func defaults(role Role) map[string]any {
 		"elasticsearch.api_key":          "",
 		"elasticsearch.ca_cert":          "",
 		"elasticsearch.index_prefix":     "events",
-		"elasticsearch.refresh_interval": time.Second,
+		"elasticsearch.refresh_interval": 500 * time.Millisecond, // S4 in BENCHMARKS.md: searchable within a second at 2,000/s
 		"elasticsearch.shards":           1,
 		"elasticsearch.replicas":         "0-1",
 		"elasticsearch.request_timeout":  30 * time.Second,
@@ -83,7 +83,7 @@ func defaults(role Role) map[string]any {
 		"search.max_limit":                  1000,
 		"search.max_client_ids":             100,
 		"search.max_streams":                1000,
-		"search.stream_poll":                500 * time.Millisecond,
+		"search.stream_poll":                100 * time.Millisecond, // S9 in BENCHMARKS.md: delivery p99 ≤ 250 ms
 		"search.stream_heartbeat":           15 * time.Second,
 		"search.query_timeout":              10 * time.Second,
 		"search.cursor_key":                 "",

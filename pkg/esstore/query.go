@@ -125,7 +125,9 @@ func (s *Store) Page(ctx context.Context, q PageQuery) ([]Hit, error) {
 		} `json:"hits"`
 	}
 	// A page that silently lacks a failed shard's events would break completeness: fail instead.
-	if err := s.search(ctx, s.Alias(), body, &out, s.es.Search.WithAllowPartialSearchResults(false)); err != nil {
+	// Only the documents and their sort values are decoded (errors are not filtered).
+	if err := s.search(ctx, s.Alias(), body, &out, s.es.Search.WithAllowPartialSearchResults(false),
+		s.es.Search.WithFilterPath("hits.hits._source", "hits.hits.sort")); err != nil {
 		return nil, err
 	}
 	hits := make([]Hit, 0, len(out.Hits.Hits))

@@ -3,6 +3,7 @@ package esstore_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -158,7 +159,7 @@ func TestLiveTemplateWriteRead(t *testing.T) {
 	if li.Mappings.Properties["payload"]["type"] != "flattened" || li.Mappings.Properties["@timestamp"]["type"] != "date_nanos" {
 		t.Errorf("live mapping: %s", b)
 	}
-	if li.Settings.Index["refresh_interval"] != "1000ms" {
+	if li.Settings.Index["refresh_interval"] != fmt.Sprintf("%dms", cfg.RefreshInterval.Milliseconds()) {
 		t.Errorf("live refresh_interval: %v", li.Settings.Index["refresh_interval"])
 	}
 

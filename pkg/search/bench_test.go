@@ -1,20 +1,28 @@
 package search_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
+	"github.com/spillway/spillway/pkg/search"
 	"github.com/spillway/spillway/pkg/testenv"
 )
 
@@ -134,4 +142,43 @@ func loadBench(tb testing.TB, env *esEnv, n, clients int) {
 		tb.Fatal(err)
 	}
 	tb.Logf("loaded %d events in %s", n, time.Since(start).Round(time.Second))
+}
+
+// pageStore answers every page with the same hits: what BenchmarkListHandler encodes.
+type pageStore struct{ hits []esstore.Hit }
+
+func (p pageStore) Page(context.Context, esstore.PageQuery) ([]esstore.Hit, error) {
+	return p.hits, nil
+}
+func (p pageStore) Count(context.Context, esstore.Filter) (int64, error) { return 0, nil }
+func (p pageStore) Get(context.Context, string, time.Time) (event.Event, error) {
+	return event.Event{}, event.ErrNotFound
+}
+
+// BenchmarkListHandler measures what search spends answering "latest 100 events of a client"
+// once the store has returned them: 101 events of 5 KB (S5's page), encoded as the API's JSON.
+//
+//	go test -run XXX -bench BenchmarkListHandler ./pkg/search/
+func BenchmarkListHandler(b *testing.B) {
+	filler := strings.Repeat("abcdefghij", 497)
+	now := time.Now().UTC()
+	var hits []esstore.Hit
+	for i := 0; i < 101; i++ {
+		ts := now.Add(-time.Duration(i) * time.Millisecond)
+		e := event.Event{ID: fmt.Sprintf("lg-run-%d", i), ClientID: "client-7", Type: "load", Timestamp: ts, IngestedAt: ts,
+			Payload: json.RawMessage(fmt.Sprintf(`{"seq":%d,"data":"%s"}`, i, filler))}
+		hits = append(hits, esstore.Hit{Event: e, Key: esstore.SortKey{Nanos: ts.UnixNano(), ID: e.ID}})
+	}
+	svc := search.New(pageStore{hits: hits}, nil, testConfig(), nil, prometheus.NewRegistry())
+	r := mux.NewRouter()
+	svc.Mount(r)
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/events?clientId=client-7&order=desc&limit=100", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		if w.Code != 200 || w.Body.Len() < 500_000 {
+			b.Fatalf("%d, %d bytes", w.Code, w.Body.Len())
+		}
+	}
 }

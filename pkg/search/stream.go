@@ -3,19 +3,13 @@ package search
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spillway/spillway/pkg/auth"
-	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
@@ -37,13 +31,12 @@ import (
 // replica, misses nothing and repeats nothing, and the token stays small: one entry per shard
 // that actually held the reader's events.
 //
-// One poller per process reads the checkpoints and refreshes the changed indices once per
-// search.stream_poll, however many streams are open. With enough streams open, it also reads
-// what each shard gained since its previous poll, unfiltered, once (the shard's window); every
-// stream whose position lies in a window takes its matches from it in memory, filtered exactly
-// as Elasticsearch would. Streams behind a window (a resumed or a new one), and all streams when
-// a window was too large or its read failed, run their own filtered reads of the shards that
-// moved past what they have read.
+// One poller per process (poller.go) reads the checkpoints every search.stream_poll and, when
+// they moved, refreshes the changed indices and publishes a snapshot, however many streams are
+// open. With enough streams open, it also reads what each shard gained, unfiltered, once, and
+// keeps the recent reads in a chain per shard; a stream whose position lies in a chain takes its
+// matches from memory. Others run their own filtered reads of the shards that moved past what
+// they have read.
 
 const (
 	// streamBatch bounds the documents one read of one shard returns, and so a stream's memory.
@@ -53,223 +46,10 @@ const (
 	maxConcurrentReads = 8
 	// readLogEvery rate-limits the log of failed stream reads.
 	readLogEvery = 30 * time.Second
-	// windowMax bounds a shared window (operations of one shard in one poll: 4,000 events/s at
-	// the default 500 ms poll); a larger gain is left to the streams' own reads.
+	// windowMax bounds a shared window (operations of one shard in one poll: 20,000 events/s at
+	// the default 100 ms poll); a larger gain is left to the streams' own reads.
 	windowMax = 2000
 )
-
-// windowStreams is how many open streams make a shared window cheaper than their own filtered
-// reads: below it, a few small reads cost less than one unfiltered one. A variable for tests.
-var windowStreams atomic.Int64
-
-func init() { windowStreams.Store(4) }
-
-// streams is the process's live-stream machinery: the shared poller and the open-stream cap.
-type streams struct {
-	feed    Feed
-	cfg     config.Search
-	logger  *slog.Logger
-	metrics *Metrics
-	readSem chan struct{}
-	open    atomic.Int64
-
-	subscribers atomic.Int64
-	wake        chan struct{}
-	done        chan struct{} // closed when the poller stops; streams end with it
-
-	polled bool // the poller has published a snapshot: windows can start from index creation
-
-	mu      sync.Mutex
-	snap    *snapshot
-	changed chan struct{} // closed and replaced whenever snap is replaced
-
-	failMu     sync.Mutex
-	failed     int // stream reads failed since failLogged
-	failLogged time.Time
-}
-
-// snapshot is the state of the shards after one poll: every operation up to each shard's
-// global checkpoint is searchable. Immutable once published.
-type snapshot struct {
-	at      time.Time // when the poll started: alive was read later
-	shards  []esstore.Shard
-	alive   map[string]bool // UUIDs of every event index that exists (cluster metadata)
-	windows map[shardKey]*window
-}
-
-// window holds every document of one shard with from < _seq_no ≤ upTo (upTo is the shard's
-// checkpoint in the snapshot), read once for all streams.
-type window struct {
-	from, upTo int64
-	docs       []esstore.FeedDoc
-}
-
-// matching returns the window's documents after position that the stream's query selects:
-// the filter ReadShard sends to Elasticsearch (clientId and type terms, ingestedAt ≥ since),
-// applied in memory. clientId and type are keywords without normalizer (exact match), and
-// ingestedAt strings are fixed-width UTC (event.TimeFormat), so string order is time order.
-func (w *window) matching(after int64, f esstore.Filter, since time.Time) []esstore.FeedDoc {
-	var from string // "" is before every time
-	if !since.IsZero() {
-		from = event.Truncate(since).Format(event.TimeFormat)
-	}
-	var out []esstore.FeedDoc
-	for _, d := range w.docs {
-		if d.SeqNo > after && (len(f.ClientIDs) == 0 || slices.Contains(f.ClientIDs, d.Doc.ClientID)) &&
-			(len(f.Types) == 0 || slices.Contains(f.Types, d.Doc.Type)) && d.Doc.IngestedAt >= from {
-			out = append(out, d)
-		}
-	}
-	return out
-}
-
-func newStreams(feed Feed, cfg config.Search, logger *slog.Logger, m *Metrics) *streams {
-	return &streams{
-		feed: feed, cfg: cfg, logger: logger, metrics: m,
-		readSem: make(chan struct{}, maxConcurrentReads),
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		changed: make(chan struct{}),
-	}
-}
-
-// latest returns the newest snapshot (nil before the first poll) and a channel closed when a
-// newer one is published.
-func (p *streams) latest() (*snapshot, <-chan struct{}) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.snap, p.changed
-}
-
-func (p *streams) publish(s *snapshot) {
-	p.mu.Lock()
-	p.snap = s
-	close(p.changed)
-	p.changed = make(chan struct{})
-	p.mu.Unlock()
-}
-
-// run is the poller: while any stream is open, it reads the shards' checkpoints and refreshes
-// the indices whose checkpoints moved, once per interval for all streams together.
-func (p *streams) run(ctx context.Context) {
-	defer close(p.done)
-	tick := time.NewTicker(p.cfg.StreamPoll)
-	defer tick.Stop()
-	refreshed := map[shardKey]int64{} // checkpoint made visible by the last successful refresh
-	var failing bool
-	var lastLog time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-p.wake:
-			// A new stream: poll now unless the current snapshot is fresh enough to start from.
-			if s, _ := p.latest(); s != nil && time.Since(s.at) < p.cfg.StreamPoll {
-				continue
-			}
-		}
-		if p.subscribers.Load() == 0 {
-			continue
-		}
-		err := p.poll(ctx, refreshed)
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil && (!failing || time.Since(lastLog) > time.Minute):
-			p.logger.Warn("stream poll failed; streams wait and retry", "err", err)
-			failing, lastLog = true, time.Now()
-		case err == nil && failing:
-			p.logger.Info("stream poll recovered")
-			failing = false
-		}
-	}
-}
-
-func (p *streams) poll(ctx context.Context, refreshed map[shardKey]int64) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.QueryTimeout)
-	defer cancel()
-	start := time.Now()
-	// Checkpoints first, refresh second: the refresh then makes every operation up to them visible.
-	shards, err := p.feed.Shards(ctx)
-	p.metrics.observe("shards", start, err)
-	if err != nil {
-		return fmt.Errorf("shard checkpoints: %w", err)
-	}
-	start2 := time.Now()
-	alive, err := p.feed.IndexUUIDs(ctx)
-	p.metrics.observe("index_uuids", start2, err)
-	if err != nil {
-		return fmt.Errorf("index uuids: %w", err)
-	}
-	var stale []string
-	seen := map[string]bool{}
-	for _, sh := range shards {
-		r, ok := refreshed[shardKey{sh.IndexUUID, sh.Shard}]
-		if sh.GlobalCheckpoint >= 0 && (!ok || sh.GlobalCheckpoint > r) {
-			if !seen[sh.Index] {
-				seen[sh.Index] = true
-				stale = append(stale, sh.Index)
-			}
-		}
-	}
-	if len(stale) > 0 {
-		start2 = time.Now()
-		err := p.feed.RefreshIndices(ctx, stale...)
-		p.metrics.observe("refresh", start2, err)
-		if err != nil {
-			return fmt.Errorf("refresh: %w", err)
-		}
-	}
-	for k := range refreshed {
-		if !alive[k.uuid] {
-			delete(refreshed, k)
-		}
-	}
-	var windows map[shardKey]*window
-	if p.subscribers.Load() >= windowStreams.Load() {
-		windows = p.readWindows(ctx, shards, refreshed)
-	}
-	for _, sh := range shards {
-		if sh.GlobalCheckpoint >= 0 {
-			refreshed[shardKey{sh.IndexUUID, sh.Shard}] = sh.GlobalCheckpoint
-		}
-	}
-	p.publish(&snapshot{at: start, shards: shards, alive: alive, windows: windows})
-	p.polled = true
-	return nil
-}
-
-// readWindows reads, for each shard that moved since the last poll by at most windowMax
-// operations, everything it gained. prev holds the checkpoints of the previous snapshot, where
-// streams that are keeping up stand; a shard absent from it is new since then and is read from
-// its start (unless this is the first poll: then every shard would be "new"). A failed read
-// leaves that shard to the streams' own reads.
-func (p *streams) readWindows(ctx context.Context, shards []esstore.Shard, prev map[shardKey]int64) map[shardKey]*window {
-	windows := map[shardKey]*window{}
-	for _, sh := range shards {
-		k := shardKey{sh.IndexUUID, sh.Shard}
-		from, ok := prev[k]
-		if !ok {
-			if !p.polled {
-				continue
-			}
-			from = -1
-		}
-		if sh.GlobalCheckpoint <= from || sh.GlobalCheckpoint-from > windowMax {
-			continue
-		}
-		start := time.Now()
-		docs, err := p.feed.ReadShard(ctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: from, UpTo: sh.GlobalCheckpoint, Size: windowMax})
-		p.metrics.observe("read_window", start, err)
-		if err != nil {
-			p.readFailed(sh, err)
-			continue
-		}
-		windows[k] = &window{from: from, upTo: sh.GlobalCheckpoint, docs: docs}
-	}
-	return windows
-}
 
 func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	f, err := s.parseStream(r.URL.RawQuery)
@@ -325,7 +105,7 @@ func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 
 	st := &streamState{tok: tok, scanned: map[shardKey]int64{}, filter: f, bind: b, started: time.Now()}
-	sw := &sseWriter{w: w, rc: rc, timeout: max(2*s.cfg.StreamHeartbeat, 10*time.Second)}
+	sw := &sseWriter{w: w, rc: rc, timeout: max(2*s.cfg.StreamHeartbeat, 10*time.Second), events: newEventEncoder()}
 	// An id-only message sets the reader's last event id without an event: a reader that
 	// reconnects before any event arrives still resumes from its subscription time.
 	sw.buf.WriteString("retry: 1000\n")
@@ -336,30 +116,54 @@ func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	s.follow(r.Context(), sw, st)
 }
 
-// follow delivers events until the client leaves, a write fails or the poller stops.
+// follow delivers events until the client leaves, a write fails or the poller stops. A stream
+// that has delivered everything its snapshot holds sleeps until a snapshot holds an event of one
+// of its clients or must wake every stream (poller.go); one whose Elasticsearch read failed
+// retries every poll interval, whether or not the feed moves.
 func (s *Service) follow(ctx context.Context, sw *sseWriter, st *streamState) {
 	p := s.streams
+	w, unsubscribe := p.subscribe(st.filter.ClientIDs)
+	defer unsubscribe()
 	heartbeat := time.NewTicker(s.cfg.StreamHeartbeat)
 	defer heartbeat.Stop()
 	var last *snapshot
+	caughtUp := true
 	for {
-		snap, changed := p.latest()
-		if snap != nil && snap != last {
+		snap, changed, all := p.latest()
+		if snap != nil && (snap != last || !caughtUp) {
 			last = snap
-			if err := s.deliver(ctx, sw, st, snap); err != nil {
+			var err error
+			if caughtUp, err = s.deliver(ctx, sw, st, snap); err != nil {
 				return
 			}
 		}
+		wake := all
+		if snap == nil {
+			wake = changed // the first snapshot wakes everyone anyway
+		}
+		var retry *time.Timer
+		var retryC <-chan time.Time
+		if !caughtUp {
+			retry = time.NewTimer(s.cfg.StreamPoll)
+			retryC = retry.C
+		}
+		var err error
 		select {
-		case <-changed:
+		case <-w.ch:
+		case <-wake:
+		case <-retryC:
 		case <-heartbeat.C:
 			sw.buf.WriteString(": heartbeat\n\n")
-			if err := sw.flush(); err != nil {
-				return
-			}
+			err = sw.flush()
 		case <-ctx.Done():
-			return
+			err = ctx.Err()
 		case <-p.done:
+			err = errShutdown
+		}
+		if retry != nil {
+			retry.Stop()
+		}
+		if err != nil {
 			return
 		}
 	}
@@ -402,14 +206,15 @@ var (
 )
 
 // deliver reads every shard with new operations and writes the matches, repeating while a
-// read was cut at streamBatch. An Elasticsearch failure leaves the positions where they are and
-// waits for the next snapshot; only a failed write (the client left) ends the stream.
-func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, snap *snapshot) error {
+// read was cut at streamBatch; caughtUp reports that everything up to the snapshot's
+// checkpoints is delivered. An Elasticsearch failure leaves the positions where they are
+// (caughtUp false); only a failed write (the client left) ends the stream with an error.
+func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, snap *snapshot) (caughtUp bool, err error) {
 	// Forget positions in deleted indices (retention): a deleted index never returns under its
 	// UUID. Deleted means absent from the metadata read after this connection began: the token
 	// may come from another replica and name an index created after this replica's last poll,
 	// and dropping that position would make the index be read again from the start.
-	if snap.at.After(st.started) {
+	if snap.aliveAt.After(st.started) {
 		for k := range st.tok.pos {
 			if !snap.alive[k.uuid] {
 				delete(st.tok.pos, k)
@@ -424,7 +229,7 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 	for {
 		select {
 		case <-s.streams.done:
-			return errShutdown
+			return false, errShutdown
 		default:
 		}
 		var reads []*shardRead
@@ -434,29 +239,31 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 			if after >= sh.GlobalCheckpoint {
 				continue
 			}
-			// At most windowMax operations fit a window, so it holds all of them: complete.
-			if w := snap.windows[k]; w != nil && after >= w.from && w.upTo == sh.GlobalCheckpoint {
-				reads = append(reads, &shardRead{key: k, upTo: w.upTo, docs: w.matching(after, st.filter, st.tok.since), complete: true})
-				s.metrics.streamReads.WithLabelValues("window").Inc()
-				continue
+			// A chain holds every operation from its start to the checkpoint: complete.
+			if c := snap.chains[k]; c != nil && c.upTo() == sh.GlobalCheckpoint {
+				if docs, ok := c.matching(after, st.filter, st.tok.since); ok {
+					reads = append(reads, &shardRead{key: k, upTo: sh.GlobalCheckpoint, docs: docs, complete: true})
+					s.metrics.streamReads.WithLabelValues("window").Inc()
+					continue
+				}
 			}
 			s.metrics.streamReads.WithLabelValues("elasticsearch").Inc()
 			docs, err := s.readShard(ctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint,
 				Size: streamBatch, ClientIDs: st.filter.ClientIDs, Types: st.filter.Types, IngestedFrom: st.tok.since})
 			if err != nil {
 				if ctx.Err() != nil {
-					return ctx.Err()
+					return false, ctx.Err()
 				}
 				s.streams.readFailed(sh, err)
-				return nil
+				return false, nil
 			}
 			reads = append(reads, &shardRead{key: k, upTo: sh.GlobalCheckpoint, docs: docs, complete: len(docs) < streamBatch})
 		}
 		if len(reads) == 0 {
-			return nil
+			return true, nil
 		}
 		if err := s.merge(sw, st, reads); err != nil {
-			return err
+			return false, err
 		}
 		more := false
 		for _, rd := range reads {
@@ -474,23 +281,9 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 			}
 		}
 		if !more {
-			return nil
+			return true, nil
 		}
 	}
-}
-
-// readFailed logs a failed stream read, at most once per readLogEvery for all streams of the
-// process: with Elasticsearch refusing reads, every open stream fails at every poll.
-func (p *streams) readFailed(sh esstore.Shard, err error) {
-	p.failMu.Lock()
-	defer p.failMu.Unlock()
-	p.failed++
-	if time.Since(p.failLogged) < readLogEvery {
-		return
-	}
-	p.logger.Warn("stream reads failed; streams retry at the next poll", "index", sh.Index, "shard", sh.Shard,
-		"failures", p.failed, "err", err)
-	p.failed, p.failLogged = 0, time.Now()
 }
 
 func (s *Service) readShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error) {
@@ -533,7 +326,7 @@ loop:
 		d := head.docs[head.next]
 		head.next++
 		st.tok.pos[head.key] = d.SeqNo
-		if err := sw.event(s.signer.encodeToken(st.bind, st.tok), toJSON(d.Event())); err != nil {
+		if err := sw.event(s.signer.encodeToken(st.bind, st.tok), d.Event()); err != nil {
 			return err
 		}
 		written++
@@ -552,6 +345,7 @@ type sseWriter struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	buf     bytes.Buffer
+	events  *eventEncoder
 }
 
 func (sw *sseWriter) id(tok string) {
@@ -560,15 +354,15 @@ func (sw *sseWriter) id(tok string) {
 	sw.buf.WriteString("\n\n")
 }
 
-func (sw *sseWriter) event(tok string, e eventJSON) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
+func (sw *sseWriter) event(tok string, e event.Event) error {
 	sw.buf.WriteString("id: ")
 	sw.buf.WriteString(tok)
 	sw.buf.WriteString("\ndata: ")
-	sw.buf.Write(b) // compact JSON: no newline inside, so one data line
+	b, err := sw.events.appendEvent(sw.buf.AvailableBuffer(), e) // one line: no line break inside
+	if err != nil {
+		return err
+	}
+	sw.buf.Write(b)
 	sw.buf.WriteString("\n\n")
 	if sw.buf.Len() > 64<<10 {
 		return sw.flush()

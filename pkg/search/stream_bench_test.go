@@ -18,6 +18,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/search"
 )
@@ -30,29 +31,35 @@ import (
 //
 //	go test -run XXX -bench BenchmarkStreams -benchtime 1x ./pkg/search/
 //
-// Each size runs twice: reads=own makes every stream query Elasticsearch itself (what the
-// poller's shared windows replace), reads=shared is the default.
+// Each size runs three ways: reads=own makes every stream query Elasticsearch itself (what the
+// poller's shared windows replace) at the former 500 ms poll; reads=shared uses the windows, at
+// the former poll and at search.stream_poll's default.
 func BenchmarkStreams(b *testing.B) {
-	for _, n := range []int{10, 300} {
+	def, err := time.ParseDuration(config.Default(config.RoleSearch, "search.stream_poll"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{10, 300, 1000} {
 		for _, mode := range []struct {
 			name    string
 			streams int64
-		}{{"own", math.MaxInt64}, {"shared", 0}} {
-			b.Run(fmt.Sprintf("streams=%d/reads=%s", n, mode.name), func(b *testing.B) {
+			poll    time.Duration
+		}{{"own", math.MaxInt64, 500 * time.Millisecond}, {"shared", 0, 500 * time.Millisecond}, {"shared", 0, def}} {
+			b.Run(fmt.Sprintf("streams=%d/reads=%s/poll=%s", n, mode.name, mode.poll), func(b *testing.B) {
 				if mode.streams != 0 {
 					defer search.SetWindowStreams(mode.streams)()
 				}
-				benchStreams(b, n)
+				benchStreams(b, n, mode.poll)
 			})
 		}
 	}
 }
 
-func benchStreams(b *testing.B, streams int) {
+func benchStreams(b *testing.B, streams int, poll time.Duration) {
 	const clients, rate, period = 1000, 1000, 10 * time.Second
 	env := newESEnv(b, 1)
 	cfg := testConfig()
-	cfg.StreamPoll = 500 * time.Millisecond // the production default
+	cfg.StreamPoll = poll
 	cfg.MaxStreams = streams
 	srv := startServer(b, env.store, env.store, cfg)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -22,12 +22,16 @@ import (
 // from 0, and Shards reports the last number as the global checkpoint. It checks the
 // algorithm of the stream; the real feed is tested against Elasticsearch.
 type fakeFeed struct {
-	mu     sync.Mutex
-	shards []*fakeShard
-	fail   bool
-	failed int // Shards calls refused while failing: polls that found Elasticsearch down
-	reads  int
-	full   int // reads cut at their size
+	mu        sync.Mutex
+	shards    []*fakeShard
+	fail      bool
+	failReads bool // ReadShard fails, the rest answers
+	failed    int  // Shards calls refused while failing: polls that found Elasticsearch down
+	reads     int
+	full      int // reads cut at their size
+	probes    int // Shards calls
+	refreshes int
+	uuids     int // IndexUUIDs calls
 }
 
 type fakeShard struct {
@@ -101,6 +105,7 @@ func (f *fakeFeed) setFail(v bool) {
 func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.probes++
 	if f.fail {
 		f.failed++
 		return nil, fmt.Errorf("shards: %w", event.ErrUnavailable)
@@ -113,11 +118,25 @@ func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
 	return out, nil
 }
 
-func (f *fakeFeed) RefreshIndices(ctx context.Context, indices ...string) error { return nil }
+func (f *fakeFeed) RefreshIndices(ctx context.Context, indices ...string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refreshes++
+	return nil
+}
+
+// calls returns how often the poller probed the checkpoints, refreshed and read the index
+// metadata, and how many shard reads there were.
+func (f *fakeFeed) calls() (probes, refreshes, uuids, reads int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.probes, f.refreshes, f.uuids, f.reads
+}
 
 func (f *fakeFeed) IndexUUIDs(ctx context.Context) (map[string]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.uuids++
 	if f.fail {
 		return nil, fmt.Errorf("uuids: %w", event.ErrUnavailable)
 	}
@@ -132,7 +151,7 @@ func (f *fakeFeed) ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstor
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
-	if f.fail {
+	if f.fail || f.failReads {
 		return nil, fmt.Errorf("read: %w", event.ErrUnavailable)
 	}
 	from := ""
@@ -479,16 +498,20 @@ drain:
 	}
 }
 
+// readPaths are the two ways streams read: each its own queries (no window may serve a read),
+// and shared windows from the first open stream on; streams is what SetWindowStreams takes.
+var readPaths = []struct {
+	name    string
+	streams int64
+}{{"own-reads", math.MaxInt64}, {"shared-windows", 1}}
+
 // bothReadPaths runs a stream test twice: with every stream querying Elasticsearch itself (no
 // window may serve a read), and with the poller's shared windows from the first open stream on.
 // How many reads a window serves in the second depends on timing (a stream that lags behind a
 // window reads for itself), so it is logged, not asserted;
 // TestStreamTakesNewEventsFromSharedWindows proves that windows serve reads.
 func bothReadPaths(t *testing.T, test func(t *testing.T, shared bool) []*server) {
-	for _, mode := range []struct {
-		name    string
-		streams int64
-	}{{"own-reads", math.MaxInt64}, {"shared-windows", 1}} {
+	for _, mode := range readPaths {
 		t.Run(mode.name, func(t *testing.T) {
 			defer search.SetWindowStreams(mode.streams)()
 			var window, own float64
@@ -506,9 +529,9 @@ func bothReadPaths(t *testing.T, test func(t *testing.T, shared bool) []*server)
 
 // TestStreamTakesNewEventsFromSharedWindows: a stream that keeps up takes new events from the
 // poller's shared window, filtered in memory by clientId, type and subscription time, without a
-// query of its own. The poll interval is the default 500 ms, so the stream has handled each
-// snapshot long before the next: one that skipped the snapshot holding a window would read for
-// itself (correct too, but not what this test looks at).
+// query of its own. The poll interval is 500 ms, so the stream has handled each snapshot long
+// before the next (one that fell behind would catch up from the chain of windows, also without a
+// query: TestStreamWakesOnlyForItsClientsAndCatchesUpFromTheChain).
 func TestStreamTakesNewEventsFromSharedWindows(t *testing.T) {
 	defer search.SetWindowStreams(1)()
 	feed := newFakeFeed("a-1/0")

@@ -103,7 +103,7 @@ func DefaultES(url string) config.Elasticsearch {
 	return config.Elasticsearch{
 		URLs:            []string{url},
 		IndexPrefix:     "events",
-		RefreshInterval: time.Second,
+		RefreshInterval: 500 * time.Millisecond,
 		Shards:          1,
 		Replicas:        "0-1",
 		RequestTimeout:  30 * time.Second,
