@@ -39,7 +39,9 @@ type plan struct {
 	Preload      int64         // events indexed before S3/S5 (S5 wants ≥ 5 M)
 	PreloadMax   time.Duration // bound on loading them
 	S3Dur        time.Duration
-	S6Rows       int // the archiver's backlog (S6 wants ≥ 1 M)
+	S6Rows       int   // the archiver's backlog (S6 wants ≥ 1 M)
+	S6GrowRows   int64 // S6g: rows already in the grown archive (wants ≥ 10 M)
+	S6GrowDays   int   // S6g: days they span (wants ≥ 30)
 	S7Before     time.Duration
 	S7Down       time.Duration
 	S7After      time.Duration
@@ -61,7 +63,7 @@ func fullPlan() plan {
 		RawSweep: [][2]int{{500, 4}, {1000, 2}, {1000, 4}, {1000, 8}, {5000, 4}, {5000, 8}},
 		S1Dur:    20 * time.Second, S2Dur: 20 * time.Second, Rounds: 3,
 		Preload: 5_000_000, PreloadMax: 25 * time.Minute, S3Dur: 60 * time.Second,
-		S6Rows:   1_000_000,
+		S6Rows: 1_000_000, S6GrowRows: 10_000_000, S6GrowDays: 30,
 		S7Before: 20 * time.Second, S7Down: 30 * time.Second, S7After: 20 * time.Second,
 		SweepRates: []float64{250, 500, 1000, 1500, 2000, 3000, 4000},
 		SweepDur:   20 * time.Second,
@@ -82,7 +84,7 @@ func quickPlan() plan {
 		RawSweep: [][2]int{{1000, 4}, {5000, 4}},
 		S1Dur:    5 * time.Second, S2Dur: 5 * time.Second, Rounds: 2,
 		Preload: 150_000, PreloadMax: time.Minute, S3Dur: 10 * time.Second,
-		S6Rows:   60_000,
+		S6Rows: 60_000, S6GrowRows: 300_000, S6GrowDays: 30,
 		S7Before: 4 * time.Second, S7Down: 8 * time.Second, S7After: 4 * time.Second,
 		SweepRates: []float64{500, 1000, 2000},
 		SweepDur:   4 * time.Second,

@@ -26,6 +26,7 @@ var scenarioDefs = []bench.Scenario{
 	{ID: "S4", Name: "visibility at 2,000 events/s (201 → found by GET /api/v1/events/{id}, polled every 50 ms)", Target: "p99 ≤ 1 s (the README's \"searchable within a second\")"},
 	{ID: "S5", Name: "search, latest 100 events of a random client, while S3 runs", Target: "≥ 5 M events indexed, p99 ≤ 100 ms"},
 	{ID: "S6", Name: "archiver draining a backlog", Target: "≥ 1 M events, ≥ 0.5 × raw COPY rows/s, ≥ 10,000 rows/s, ≤ 4 PostgreSQL connections"},
+	{ID: "S6g", Name: "archiver draining the same backlog into an archive grown to ≥ 10 M rows over ≥ 30 days", Target: "rows/s ≥ 0.8 × S6's (the empty archive, same run), ≤ 4 PostgreSQL connections"},
 	{ID: "S7", Name: "overload: 5 × capacity offered, Elasticsearch stopped", Target: "Elasticsearch down 30 s, ingest RSS ≤ 300 MB, 429/503 p99 ≤ 50 ms, 0 acknowledged events lost"},
 	{ID: "S8a", Name: "users' situation, 5 ms RTT to the stores, 1,000 events/s; naive design with the users' pool of 500", Target: s8Target},
 	{ID: "S8b", Name: "users' situation, 5 ms RTT to the stores, 2,000 events/s; naive design with the users' pool of 500", Target: s8Target},
@@ -384,54 +385,103 @@ func (r *runner) archive(ctx context.Context) error {
 	logf("raw COPY: %.0f rows/s", raw.RowsPerSecond)
 	time.Sleep(3 * time.Second)
 
-	// The archiver, as a process, with its default configuration.
-	schema := r.run + "_s6"
-	sampler, err := r.pg(ctx, schema, "spillway-bench", 2)
+	// The archiver, as a process, with its default configuration, into an empty archive.
+	d, err := r.drain(ctx, prefix, r.run+"_s6", n, "s6")
 	if err != nil {
 		return err
+	}
+	ratio := d.rate / raw.RowsPerSecond
+	r.rep.Runs["S6"] = map[string]any{"rows": d.exact, "elapsed_seconds": d.elapsed.Seconds(), "rows_per_second": d.rate, "max_connections": d.maxConns}
+	logf("S6: %d rows in %s: %.0f rows/s (%.2f × raw COPY), max %d connections", d.exact, d.elapsed.Round(time.Millisecond), d.rate, ratio, d.maxConns)
+	r.set(bench.Scenario{ID: "S6",
+		Measured: fmt.Sprintf("%s rows in %.1f s = %s rows/s (from process start); at most %d connections in pg_stat_activity",
+			bench.Num(float64(d.exact)), d.elapsed.Seconds(), bench.Num(d.rate), d.maxConns),
+		Baseline: fmt.Sprintf("raw COPY %s rows/s", bench.Num(raw.RowsPerSecond)), Ratio: bench.Ptr(ratio),
+		Met: bench.Ptr(n >= 1_000_000 && d.exact == int64(n) && ratio >= 0.5 && d.rate >= 10000 && d.maxConns <= 4)})
+
+	// S6g: the same backlog into an archive that already holds many days: its day partitions
+	// keep the write into today's as cheap as into an empty table.
+	grownSchema := r.run + "_s6g"
+	gdb, err := r.pg(ctx, grownSchema, "spillway-bench-grow", 2)
+	if err != nil {
+		return err
+	}
+	if err := gdb.Migrate(ctx); err != nil {
+		gdb.Close()
+		return err
+	}
+	logf("S6g: growing an archive to %s rows over %d days", bench.Num(float64(r.plan.S6GrowRows)), r.plan.S6GrowDays)
+	grown, err := bench.Grow(ctx, gdb, r.plan.S6GrowRows, r.plan.S6GrowDays, 256, 1000)
+	gdb.Close()
+	if err != nil {
+		return err
+	}
+	logf("S6g: grown in %.0f s, %.1f GiB", grown.Elapsed, float64(grown.Bytes)/(1<<30))
+	time.Sleep(3 * time.Second)
+	g, err := r.drain(ctx, prefix, grownSchema, n, "s6g")
+	if err != nil {
+		return err
+	}
+	gratio := g.rate / d.rate
+	r.rep.Runs["S6g"] = map[string]any{"rows": g.exact, "elapsed_seconds": g.elapsed.Seconds(), "rows_per_second": g.rate,
+		"max_connections": g.maxConns, "grown_rows": grown.Rows, "grown_days": grown.Days, "grown_bytes": grown.Bytes}
+	logf("S6g: %d rows in %s: %.0f rows/s (%.2f × the empty archive), max %d connections", g.exact, g.elapsed.Round(time.Millisecond), g.rate, gratio, g.maxConns)
+	r.set(bench.Scenario{ID: "S6g",
+		Measured: fmt.Sprintf("%s rows/s into an archive of %s rows over %d days (%.1f GiB); at most %d connections",
+			bench.Num(g.rate), bench.Num(float64(grown.Rows)), grown.Days, float64(grown.Bytes)/(1<<30), g.maxConns),
+		Baseline: fmt.Sprintf("S6, the empty archive: %s rows/s", bench.Num(d.rate)), Ratio: bench.Ptr(gratio),
+		Met: bench.Ptr(grown.Rows >= 10_000_000 && grown.Days >= 30 && g.exact-grown.Rows == int64(n) && gratio >= 0.8 && g.maxConns <= 4)})
+	return nil
+}
+
+// drained is one archiver run over a backlog.
+type drained struct {
+	rate     float64
+	exact    int64 // rows in the archive afterwards
+	maxConns int
+	elapsed  time.Duration
+}
+
+// drain starts the archiver process on the backlog of prefix into schema and waits until its
+// checkpoints account for n rows; it samples the connections the archiver holds meanwhile.
+func (r *runner) drain(ctx context.Context, prefix, schema string, n int, name string) (drained, error) {
+	var d drained
+	sampler, err := r.pg(ctx, schema, "spillway-bench", 2)
+	if err != nil {
+		return d, err
 	}
 	defer sampler.Close()
 	addr, err := freeAddr()
 	if err != nil {
-		return err
+		return d, err
 	}
 	start := time.Now()
-	ar, err := r.st.start(ctx, "archiver-s6", "archiver", []string{"run"}, r.spillwayEnv(addr, "", r.st.esURL, prefix, r.st.pgURL, schema), addr, false)
+	ar, err := r.st.start(ctx, "archiver-"+name, "archiver", []string{"run"}, r.spillwayEnv(addr, "", r.st.esURL, prefix, r.st.pgURL, schema), addr, false)
 	if err != nil {
-		return err
+		return d, err
 	}
 	defer ar.stop()
-	maxConns := 0
-	deadline := start.Add(time.Duration(n/500+120) * time.Second) // fails S6 long before: 500 rows/s
+	deadline := start.Add(time.Duration(n/500+120) * time.Second) // fails the scenario long before: 500 rows/s
 	var rows int64
 	for {
 		if c, err := sampler.Connections(ctx, "spillway-archiver"); err == nil {
-			maxConns = max(maxConns, c)
+			d.maxConns = max(d.maxConns, c)
 		}
 		_ = sampler.Pool().QueryRow(ctx, "SELECT coalesce(sum(rows), 0) FROM archive_checkpoints").Scan(&rows)
 		if rows >= int64(n) {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("S6: archiver copied %d of %d rows in %s", rows, n, time.Since(start).Round(time.Second))
+			return d, fmt.Errorf("%s: archiver copied %d of %d rows in %s", name, rows, n, time.Since(start).Round(time.Second))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	elapsed := time.Since(start)
-	var exact int64
-	if err := sampler.Pool().QueryRow(ctx, "SELECT count(*) FROM events").Scan(&exact); err != nil {
-		return err
+	d.elapsed = time.Since(start)
+	if err := sampler.Pool().QueryRow(ctx, "SELECT count(*) FROM events").Scan(&d.exact); err != nil {
+		return d, err
 	}
-	rate := float64(n) / elapsed.Seconds()
-	ratio := rate / raw.RowsPerSecond
-	r.rep.Runs["S6"] = map[string]any{"rows": exact, "elapsed_seconds": elapsed.Seconds(), "rows_per_second": rate, "max_connections": maxConns}
-	logf("S6: %d rows in %s: %.0f rows/s (%.2f × raw COPY), max %d connections", exact, elapsed.Round(time.Millisecond), rate, ratio, maxConns)
-	r.set(bench.Scenario{ID: "S6",
-		Measured: fmt.Sprintf("%s rows in %.1f s = %s rows/s (from process start); at most %d connections in pg_stat_activity",
-			bench.Num(float64(exact)), elapsed.Seconds(), bench.Num(rate), maxConns),
-		Baseline: fmt.Sprintf("raw COPY %s rows/s", bench.Num(raw.RowsPerSecond)), Ratio: bench.Ptr(ratio),
-		Met: bench.Ptr(n >= 1_000_000 && exact == int64(n) && ratio >= 0.5 && rate >= 10000 && maxConns <= 4)})
-	return nil
+	d.rate = float64(n) / d.elapsed.Seconds()
+	return d, nil
 }
 
 // overload runs S7: 100-event requests offered at 5 × S1's measured capacity while the
