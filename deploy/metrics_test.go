@@ -88,15 +88,15 @@ func spillwayMetrics(t *testing.T) map[string]metricDoc {
 	return out
 }
 
-// TestREADMEMetricsTable keeps the README's metrics table true: every spillway_* metric the
+// TestMetricsTable keeps the metrics table (docs/operations.md) true: every spillway_* metric the
 // services register is listed once with its labels, and nothing else is.
-func TestREADMEMetricsTable(t *testing.T) {
+func TestMetricsTable(t *testing.T) {
 	metrics := spillwayMetrics(t)
-	readme := string(readFile(t, "README.md"))
+	readme := string(readFile(t, "docs/operations.md"))
 	start := strings.Index(readme, "<!-- metrics-table -->")
 	end := strings.Index(readme, "<!-- /metrics-table -->")
 	if start < 0 || end < start {
-		t.Fatal("README.md lacks the <!-- metrics-table --> ... <!-- /metrics-table --> block")
+		t.Fatal("docs/operations.md lacks the <!-- metrics-table --> ... <!-- /metrics-table --> block")
 	}
 	rows := map[string][]string{}
 	for _, line := range strings.Split(readme[start:end], "\n") {
@@ -106,7 +106,7 @@ func TestREADMEMetricsTable(t *testing.T) {
 		}
 		name := strings.Trim(strings.TrimSpace(cells[1]), "`")
 		if _, dup := rows[name]; dup {
-			t.Errorf("README lists %s twice", name)
+			t.Errorf("docs/operations.md lists %s twice", name)
 		}
 		var labels []string
 		for _, l := range strings.Split(strings.TrimSpace(cells[3]), ",") {
@@ -120,25 +120,25 @@ func TestREADMEMetricsTable(t *testing.T) {
 		switch typ {
 		case "counter", "gauge", "histogram":
 		default:
-			t.Errorf("README row %s: type %q", name, typ)
+			t.Errorf("docs/operations.md row %s: type %q", name, typ)
 		}
 		if strings.HasSuffix(name, "_total") != (typ == "counter") {
-			t.Errorf("README row %s: type %s does not match the name's suffix convention", name, typ)
+			t.Errorf("docs/operations.md row %s: type %s does not match the name's suffix convention", name, typ)
 		}
 	}
 	for name, m := range metrics {
 		got, ok := rows[name]
 		if !ok {
-			t.Errorf("README metrics table lacks %s (labels %v): %s", name, m.labels, m.help)
+			t.Errorf("docs/operations.md metrics table lacks %s (labels %v): %s", name, m.labels, m.help)
 			continue
 		}
 		if fmt.Sprint(got) != fmt.Sprint(m.labels) {
-			t.Errorf("README row %s: labels %v, code has %v", name, got, m.labels)
+			t.Errorf("docs/operations.md row %s: labels %v, code has %v", name, got, m.labels)
 		}
 	}
 	for name := range rows {
 		if _, ok := metrics[name]; !ok {
-			t.Errorf("README documents %s, which no service registers", name)
+			t.Errorf("docs/operations.md documents %s, which no service registers", name)
 		}
 	}
 }

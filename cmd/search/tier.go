@@ -16,7 +16,7 @@ import (
 )
 
 // readStore is what the read API queries: Elasticsearch alone, or — with search.cold_tier — the
-// tier store over Elasticsearch and PostgreSQL (README, "Tiers and retention"). For the latter it
+// tier store over Elasticsearch and PostgreSQL (docs/tiers.md). For the latter it
 // opens search's own pool (read-only, capped at search.postgres_max_conns, statement timeout
 // search.postgres_statement_timeout; connecting lazily, so a database that is down stops neither
 // the start nor the Elasticsearch part) and starts the boundary refresher. drain stops both; it

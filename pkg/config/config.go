@@ -138,7 +138,7 @@ type Search struct {
 	PostgresMaxConns   int32         `mapstructure:"postgres_max_conns"`
 	PostgresQueryLimit time.Duration `mapstructure:"postgres_statement_timeout"`
 	// ColdTier makes search answer the part of a query below the cold boundary from PostgreSQL
-	// (see README, "Tiers and retention"). Off: Elasticsearch only, PostgreSQL never contacted.
+	// (see docs/tiers.md). Off: Elasticsearch only, PostgreSQL never contacted.
 	ColdTier bool `mapstructure:"cold_tier"`
 	// ColdBoundaryRefresh is how often search re-reads the cold boundary; retention waits a
 	// multiple of it between moving the boundary and deleting indices.
@@ -160,7 +160,7 @@ type Archiver struct {
 
 // Auth configures API keys.
 type Auth struct {
-	// KeysFile is a YAML file of hashed API keys (see README, "Authentication").
+	// KeysFile is a YAML file of hashed API keys (see docs/api.md, Authentication).
 	KeysFile string `mapstructure:"keys_file"`
 	// Keys are hashed keys given inline or through SPILLWAY_AUTH_KEYS: ';'-separated entries
 	// "name:role:sha256:<hex>[:client,client]". Only hashes belong here, but the value is

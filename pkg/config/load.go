@@ -111,7 +111,7 @@ func defaults(role Role) map[string]any {
 	}
 }
 
-// Keys lists every configuration key, sorted; the README's table is checked against it.
+// Keys lists every configuration key, sorted; docs/configuration.md's table is checked against it.
 func Keys() []string {
 	d := defaults(RoleIngest)
 	keys := make([]string, 0, len(d))

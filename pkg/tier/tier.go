@@ -323,7 +323,7 @@ func coldFilter(f esstore.Filter) pgstore.ColdFilter {
 
 // normalize makes an archived event look as Elasticsearch returns it: compact JSON (jsonb's text
 // form has spaces after separators). The value is the same; jsonb's key order and number
-// spelling remain (see README, Archiver: Payloads).
+// spelling remain (see docs/archiver.md, Payloads).
 func normalize(e event.Event) event.Event {
 	if len(e.Payload) > 0 {
 		var b bytes.Buffer

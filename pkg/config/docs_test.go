@@ -6,10 +6,10 @@ import (
 	"testing"
 )
 
-// TestREADMEDocumentsEveryKey keeps the README's configuration table true: every key appears
+// TestREADMEDocumentsEveryKey keeps the configuration table (docs/configuration.md) true: every key appears
 // with its environment variable and its default, and the table names no key that does not exist.
-func TestREADMEDocumentsEveryKey(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+func TestConfigurationTableDocumentsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,18 +25,18 @@ func TestREADMEDocumentsEveryKey(t *testing.T) {
 	for _, k := range Keys() {
 		row, ok := rows[k]
 		if !ok {
-			t.Errorf("README configuration table lacks %s", k)
+			t.Errorf("docs/configuration.md lacks %s", k)
 			continue
 		}
 		if !strings.Contains(row, "`"+EnvName(k)+"`") {
-			t.Errorf("README row for %s lacks %s", k, EnvName(k))
+			t.Errorf("docs/configuration.md row for %s lacks %s", k, EnvName(k))
 		}
 		if !strings.Contains(row, "`"+Default(RoleIngest, k)+"`") {
-			t.Errorf("README row for %s lacks its default %q", k, Default(RoleIngest, k))
+			t.Errorf("docs/configuration.md row for %s lacks its default %q", k, Default(RoleIngest, k))
 		}
 		delete(rows, k)
 	}
 	for k := range rows {
-		t.Errorf("README documents %s, which is not a configuration key", k)
+		t.Errorf("docs/configuration.md documents %s, which is not a configuration key", k)
 	}
 }
