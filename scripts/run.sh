@@ -17,6 +17,9 @@ go build -o bin/ ./cmd/ingest ./cmd/search ./cmd/archiver
 export SPILLWAY_LOG_FORMAT="${SPILLWAY_LOG_FORMAT:-text}"
 export SPILLWAY_ELASTICSEARCH_URLS="${SPILLWAY_ES_URL}"
 export SPILLWAY_POSTGRES_URL="${SPILLWAY_PG_URL}"
+# One development node: one primary per daily index (the default, 8, is sized for the users'
+# volume on a cluster; see SCALING.md).
+export SPILLWAY_ELASTICSEARCH_SHARDS="${SPILLWAY_ELASTICSEARCH_SHARDS:-1}"
 pids=()
 start() {
   local name="$1" addr="$2"; shift 2

@@ -49,7 +49,7 @@ func defaults(role Role) map[string]any {
 		"elasticsearch.ca_cert":          "",
 		"elasticsearch.index_prefix":     "events",
 		"elasticsearch.refresh_interval": 500 * time.Millisecond, // S4 in BENCHMARKS.md: searchable within a second at 2,000/s
-		"elasticsearch.shards":           1,
+		"elasticsearch.shards":           8,
 		"elasticsearch.replicas":         "0-1",
 		"elasticsearch.request_timeout":  30 * time.Second,
 		"elasticsearch.max_retries":      3,
