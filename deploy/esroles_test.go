@@ -23,11 +23,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/mappings"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -146,13 +146,22 @@ type roleFixture struct {
 	sacrificialID string
 	newDay        time.Time // a day without an index
 	adminPassword string
-	drop          esstore.Drop // a retention log record (the log exists after the services' run)
+	drop          event.Drop // a retention log record (the log exists after the services' run)
 }
 
 // probe exercises the operation of a service that needs one privilege. It returns nil when the
 // operation did its work — and an error when it was refused or, as Elasticsearch does for a
 // wildcard the user may not see, silently answered from no index.
 type probe func(ctx context.Context, f *roleFixture, s *esstore.Store, user, password string) error
+
+// writeProbe writes one event at ts through ingest's own write path. A refused write comes back
+// as a rejected item; the timeout bounds a refusal of the whole request, which the writer retries.
+func writeProbe(ctx context.Context, s *esstore.Store, ts time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, _, err := testenv.BulkCreate(ctx, s, []event.Event{{ID: testenv.Name("p"), ClientID: "probe", Timestamp: ts, IngestedAt: ts}})
+	return err
+}
 
 // probes maps each privilege of roles.yml to an operation that needs it. A privilege without
 // a probe fails the test: every privilege must be shown necessary.
@@ -163,12 +172,10 @@ var probes = map[string]probe{
 	},
 	"spillway_ingest indices create_doc": func(ctx context.Context, f *roleFixture, s *esstore.Store, _, _ string) error {
 		now := time.Now().UTC()
-		_, _, err := s.BulkCreate(ctx, []event.Event{{ID: testenv.Name("p"), ClientID: "probe", Timestamp: now, IngestedAt: now}})
-		return err
+		return writeProbe(ctx, s, now)
 	},
 	"spillway_ingest indices create_index": func(ctx context.Context, f *roleFixture, s *esstore.Store, _, _ string) error {
-		ts := f.newDay.Add(time.Hour)
-		_, _, err := s.BulkCreate(ctx, []event.Event{{ID: testenv.Name("p"), ClientID: "probe", Timestamp: ts, IngestedAt: ts}})
+		err := writeProbe(ctx, s, f.newDay.Add(time.Hour))
 		f.newDay = f.newDay.AddDate(0, 0, -1) // the next probe needs a day without an index again
 		return err
 	},
@@ -214,7 +221,7 @@ var probes = map[string]probe{
 		return err
 	},
 	"spillway_archiver indices read": func(ctx context.Context, f *roleFixture, s *esstore.Store, _, _ string) error {
-		_, err := s.CountShard(ctx, f.existing, 0, 1<<40, []esstore.Range{{From: time.Unix(0, 0), To: time.Now().Add(time.Hour)}})
+		_, err := s.CountShard(ctx, f.existing, 0, 1<<40, []event.Range{{From: time.Unix(0, 0), To: time.Now().Add(time.Hour)}})
 		return err
 	},
 	"spillway_archiver indices monitor":                  shardsProbe,
@@ -411,7 +418,7 @@ func TestElasticsearchRoles(t *testing.T) {
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	f := &roleFixture{url: node, existing: admin.IndexFor(today), existingID: r.hotID,
 		sacrificial: admin.IndexFor(time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)), newDay: today.AddDate(0, 0, -30),
-		adminPassword: adminPassword, drop: esstore.Drop{Index: "events-1999.01.01", Day: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)}}
+		adminPassword: adminPassword, drop: event.Drop{Index: "events-1999.01.01", Day: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)}}
 	if err := admin.LogDrop(ctx, f.drop); err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +427,7 @@ func TestElasticsearchRoles(t *testing.T) {
 			if p.name == "delete_index" || p.name == "delete" {
 				f.sacrificialID = testenv.Name("s")
 				ts := time.Date(2001, 1, 1, 1, 0, 0, 0, time.UTC)
-				if _, err := admin.Put(ctx, event.Event{ID: f.sacrificialID, ClientID: "probe", Timestamp: ts, IngestedAt: ts}); err != nil {
+				if _, err := testenv.Put(ctx, admin, event.Event{ID: f.sacrificialID, ClientID: "probe", Timestamp: ts, IngestedAt: ts}); err != nil {
 					t.Fatal(err)
 				}
 			}

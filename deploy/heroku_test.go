@@ -17,8 +17,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // appJSON is Heroku's app.json manifest; decoding rejects keys the schema does not have.

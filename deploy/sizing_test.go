@@ -13,10 +13,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // eventSize is one class of events docs/heroku.md sizes the recipe for, with the bytes on disk
@@ -124,7 +124,7 @@ func indexBytes(t *testing.T, evs []event.Event) float64 {
 		t.Fatal(err)
 	}
 	for i := 0; i < len(evs); i += 1000 {
-		if created, _, err := es.BulkCreate(ctx, evs[i:min(i+1000, len(evs))]); err != nil || created != min(1000, len(evs)-i) {
+		if created, _, err := testenv.BulkCreate(ctx, es, evs[i:min(i+1000, len(evs))]); err != nil || created != min(1000, len(evs)-i) {
 			t.Fatalf("bulk: %d created, %v", created, err)
 		}
 	}
@@ -153,7 +153,8 @@ func indexBytes(t *testing.T, evs []event.Event) float64 {
 // payload column uses compression, and returns the day partition's bytes on disk per event.
 func archiveBytes(t *testing.T, ctx context.Context, compression string, evs []event.Event) float64 {
 	t.Helper()
-	pg, err := pgstore.Open(ctx, testenv.PG(t), pgstore.Options{ApplicationName: "spillway-test-sizing"}, nil)
+	pgCfg := testenv.PG(t)
+	pg, err := pgstore.Open(ctx, pgCfg, pgstore.Options{ApplicationName: "spillway-test-sizing"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,25 +162,26 @@ func archiveBytes(t *testing.T, ctx context.Context, compression string, evs []e
 	if err := pg.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pg.Pool().Exec(ctx, "ALTER TABLE events ALTER COLUMN payload SET COMPRESSION "+compression); err != nil {
+	db := testenv.DB(t, pgCfg)
+	if _, err := db.Exec(ctx, "ALTER TABLE events ALTER COLUMN payload SET COMPRESSION "+compression); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < len(evs); i += 5000 {
-		rows := make([]pgstore.Row, 0, 5000)
+		rows := make([]event.Event, 0, 5000)
 		for _, e := range evs[i:min(i+5000, len(evs))] {
-			rows = append(rows, pgstore.Row{ID: e.ID, ClientID: e.ClientID, Type: e.Type, Timestamp: e.Timestamp, IngestedAt: e.IngestedAt, Payload: e.Payload})
+			rows = append(rows, event.Event{ID: e.ID, ClientID: e.ClientID, Type: e.Type, Timestamp: e.Timestamp, IngestedAt: e.IngestedAt, Payload: e.Payload})
 		}
 		if res, err := pg.CopyEvents(ctx, pgstore.OriginBackfill, rows); err != nil || res.Inserted != int64(len(rows)) {
 			t.Fatalf("archive: %+v %v", res, err)
 		}
 	}
 	part := pgx.Identifier{pgstore.PartitionName(evs[0].Timestamp)}.Sanitize()
-	if _, err := pg.Pool().Exec(ctx, "VACUUM (ANALYZE) "+part); err != nil {
+	if _, err := db.Exec(ctx, "VACUUM (ANALYZE) "+part); err != nil {
 		t.Fatal(err)
 	}
 	var size int64
 	var method string
-	if err := pg.Pool().QueryRow(ctx, "SELECT pg_total_relation_size($1::regclass), coalesce(max(pg_column_compression(payload)), 'none') FROM "+part,
+	if err := db.QueryRow(ctx, "SELECT pg_total_relation_size($1::regclass), coalesce(max(pg_column_compression(payload)), 'none') FROM "+part,
 		part).Scan(&size, &method); err != nil {
 		t.Fatal(err)
 	}

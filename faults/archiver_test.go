@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // kill -9 of the archiver at random points, and crashes of PostgreSQL (immediate shutdown)
@@ -52,7 +52,7 @@ func TestFaultArchiverKill9PostgresRestart(t *testing.T) {
 		}
 		a.Kill()
 		logs.WriteString(a.Logs())
-		progress = append(progress, len(retry(t, "count archived rows", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, pg) })))
+		progress = append(progress, len(retry(t, "count archived rows", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, archivetest.DB(t, pg)) })))
 	}
 	ld.Stop(t)
 	f.note("%s", rt.Stop(t))

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // The check's PostgreSQL duplicate count must be able to fail. The archive's key forbids the
@@ -33,14 +33,14 @@ func TestPGDuplicatesFindsADoubleRow(t *testing.T) {
 		`INSERT INTO events_unkeyed SELECT * FROM events WHERE id = 'two-days'`,
 		`UPDATE events_unkeyed SET ts = ts + interval '1 minute' WHERE ctid = (SELECT min(ctid) FROM events_unkeyed WHERE id = 'two-days')`,
 	} {
-		if _, err := pg.Pool().Exec(ctx, q); err != nil {
+		if _, err := archivetest.DB(t, pg).Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	if got, err := pgDuplicates(ctx, pg, "events"); err != nil || len(got) != 0 {
+	if got, err := pgDuplicates(ctx, archivetest.DB(t, pg), "events"); err != nil || len(got) != 0 {
 		t.Fatalf("the archive: %v %v, want none", got, err)
 	}
-	got, err := pgDuplicates(ctx, pg, "events_unkeyed")
+	got, err := pgDuplicates(ctx, archivetest.DB(t, pg), "events_unkeyed")
 	if err != nil {
 		t.Fatal(err)
 	}

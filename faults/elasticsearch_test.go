@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // One private single-node cluster serves both faults that break Elasticsearch as a whole

@@ -18,13 +18,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/loadgen"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
-	"github.com/spillway/spillway/pkg/loadgen"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -881,8 +884,8 @@ func (f *fault) check(es *esstore.Store, pg *pgstore.Store) {
 	}
 	var pgIDs, dupPG []string
 	if pg != nil {
-		pgIDs = retry(t, "read PostgreSQL ids", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, pg) })
-		dupPG = retry(t, "count PostgreSQL duplicates", func(ctx context.Context) ([]string, error) { return pgDuplicates(ctx, pg, "events") })
+		pgIDs = retry(t, "read PostgreSQL ids", func(ctx context.Context) ([]string, error) { return pgIDsOf(ctx, archivetest.DB(t, pg)) })
+		dupPG = retry(t, "count PostgreSQL duplicates", func(ctx context.Context) ([]string, error) { return pgDuplicates(ctx, archivetest.DB(t, pg), "events") })
 	}
 	inES, dupES := set(esIDs)
 	inPG, _ := set(pgIDs)
@@ -1022,7 +1025,7 @@ func retry[T any](t *testing.T, what string, f func(context.Context) (T, error))
 	}
 }
 
-var everything = esstore.Range{From: time.Unix(0, 0), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}
+var everything = event.Range{From: time.Unix(0, 0), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}
 
 // docID is a stored event's id and clientId.
 type docID struct{ ID, ClientID string }
@@ -1035,8 +1038,8 @@ func esIDs(ctx context.Context, es *esstore.Store) ([]docID, error) {
 		return nil, err
 	}
 	var ids []docID
-	err := es.ScanRange(ctx, everything, 10000, func(docs []esstore.Doc) error {
-		for _, d := range docs {
+	err := es.ScanRange(ctx, everything, 10000, func(evs []event.Event) error {
+		for _, d := range evs {
 			ids = append(ids, docID{d.ID, d.ClientID})
 		}
 		return nil
@@ -1045,8 +1048,8 @@ func esIDs(ctx context.Context, es *esstore.Store) ([]docID, error) {
 }
 
 // pgIDsOf lists every row's id of the events table.
-func pgIDsOf(ctx context.Context, pg *pgstore.Store) ([]string, error) {
-	rows, err := pg.Pool().Query(ctx, "SELECT id FROM events")
+func pgIDsOf(ctx context.Context, db *pgxpool.Pool) ([]string, error) {
+	rows, err := db.Query(ctx, "SELECT id FROM events")
 	if err != nil {
 		return nil, err
 	}
@@ -1068,8 +1071,8 @@ func pgIDsOf(ctx context.Context, pg *pgstore.Store) ([]string, error) {
 // that it finds a double write whatever the key is: PRIMARY KEY (id) forbids one, a key that
 // includes ts does not forbid the same event written with two timestamps of one day, and a
 // table without the key forbids nothing.
-func pgDuplicates(ctx context.Context, pg *pgstore.Store, table string) ([]string, error) {
-	rows, err := pg.Pool().Query(ctx, `SELECT id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)
+func pgDuplicates(ctx context.Context, db *pgxpool.Pool, table string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT id, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, count(*)
 		FROM "`+strings.ReplaceAll(table, `"`, `""`)+`" GROUP BY id, day HAVING count(*) > 1 ORDER BY id, day`)
 	if err != nil {
 		return nil, err

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/esstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // kill -9 of ingest during load, again and again, restarted each time on the same address

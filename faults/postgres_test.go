@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // PostgreSQL unavailable under load. Only the archive depends on it: ingest writes to

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/netproxy"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/client"
 	"github.com/spillway/spillway/pkg/esstore"
-	"github.com/spillway/spillway/pkg/netproxy"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // A reply lost after the write, on both hops. Between the clients and ingest, a proxy forwards

@@ -3,7 +3,7 @@
 // SIGTERM, replies lost after the write, a stopped or read-only Elasticsearch, a lost node, a
 // crashed or unavailable PostgreSQL, a killed archiver leader) during load, and compare what
 // clients were told with what the stores hold. The load comes from the load generator
-// (pkg/loadgen: single requests, each sent once) and from clients built on the official Go
+// (internal/loadgen: single requests, each sent once) and from clients built on the official Go
 // client (pkg/client), which resend each batch until it is stored.
 //
 // `go test ./faults` runs the short form; SPILLWAY_FULL=1 the full one. With
@@ -115,7 +115,7 @@ func Render(w io.Writer, m Meta, results []Result) error {
 	b.WriteString("# Reliability\n\n")
 	b.WriteString("What Spillway's fault-injection suite (`faults/`, issue 7) saw the last time it ran in full. " +
 		"Every fault runs against real processes — the ingest, search and archiver binaries, Elasticsearch " +
-		"nodes and PostgreSQL clusters started for the test — during load from `pkg/loadgen` (single requests, each " +
+		"nodes and PostgreSQL clusters started for the test — during load from `internal/loadgen` (single requests, each " +
 		"sent once) and from clients built on the official Go client (`pkg/client`), which resend each batch until " +
 		"it is stored. Event ids are chosen by the clients, so every acknowledgement can be looked up in the stores " +
 		"afterwards. " +

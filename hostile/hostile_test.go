@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/api/apitest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // The services run with short timeouts and small limits, so that slow-loris cases end in

@@ -15,10 +15,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // startSearchProc runs the search service with the cold tier on the test's prefix and schema.
@@ -136,7 +136,7 @@ func TestImportFileKilledResumedReadable(t *testing.T) {
 		}
 	}
 	var rows int64
-	if err := pg.Pool().QueryRow(ctx, "SELECT count(*) FROM events_all WHERE type = 'old'").Scan(&rows); err != nil || rows != 0 {
+	if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT count(*) FROM events_all WHERE type = 'old'").Scan(&rows); err != nil || rows != 0 {
 		t.Fatalf("the invalid import wrote %d rows (%v)", rows, err)
 	}
 
@@ -149,10 +149,10 @@ func TestImportFileKilledResumedReadable(t *testing.T) {
 			t.Fatalf("import finished before it could be killed:\n%s", p.Logs())
 		default:
 		}
-		_ = pg.Pool().QueryRow(ctx, "SELECT coalesce(max(position), 0) FROM archive_imports").Scan(&pos)
+		_ = archivetest.DB(t, pg).QueryRow(ctx, "SELECT coalesce(max(position), 0) FROM archive_imports").Scan(&pos)
 	}
 	p.Kill()
-	if err := pg.Pool().QueryRow(ctx, "SELECT max(position) FROM archive_imports").Scan(&pos); err != nil || pos >= int64(len(lines)) {
+	if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT max(position) FROM archive_imports").Scan(&pos); err != nil || pos >= int64(len(lines)) {
 		t.Fatalf("killed at %d of %d (%v)", pos, len(lines), err)
 	}
 	t.Logf("killed at record %d of %d", pos, len(lines))
@@ -167,10 +167,10 @@ func TestImportFileKilledResumedReadable(t *testing.T) {
 		t.Fatalf("boundary %s %v %v, want the end of day −5 (%s)", b, ok, err, dayAgo(4))
 	}
 	// Each imported (id, day) once, the shared one once, the id-less ones under derived ids.
-	if err := pg.Pool().QueryRow(ctx, "SELECT count(*) FROM events_all WHERE type = 'old' OR id LIKE 'live-5-%'").Scan(&rows); err != nil || rows != 36000-1+20 {
+	if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT count(*) FROM events_all WHERE type = 'old' OR id LIKE 'live-5-%'").Scan(&rows); err != nil || rows != 36000-1+20 {
 		t.Fatalf("archive holds %d imported and day −5 rows, want %d (%v)", rows, 36000-1+20, err)
 	}
-	if err := pg.Pool().QueryRow(ctx, "SELECT count(*) FROM events_all WHERE id LIKE 'imp-%'").Scan(&rows); err != nil || rows != 36 {
+	if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT count(*) FROM events_all WHERE id LIKE 'imp-%'").Scan(&rows); err != nil || rows != 36 {
 		t.Fatalf("%d id-less records archived under derived ids, want 36 (%v)", rows, err)
 	}
 	code, _, stderr = runArchiver(t, environ, "import", "--file", file)
@@ -236,7 +236,7 @@ func TestImportTable(t *testing.T) {
 	}
 	var first time.Time
 	var n int64
-	if err := pg.Pool().QueryRow(ctx, `SELECT min(ts), count(*) FROM events_all WHERE type = 'legacy' OR id LIKE 'imp-%'`).Scan(&first, &n); err != nil || n != 201 || !first.Equal(base) {
+	if err := archivetest.DB(t, pg).QueryRow(ctx, `SELECT min(ts), count(*) FROM events_all WHERE type = 'legacy' OR id LIKE 'imp-%'`).Scan(&first, &n); err != nil || n != 201 || !first.Equal(base) {
 		t.Fatalf("archived %d rows from %s, want 201 from %s (%v)", n, first, base, err)
 	}
 	if code, _, stderr := runArchiver(t, environ, "import", "--table", src.Schema+".their_events", "--columns", "id=nope"); code == 0 || !strings.Contains(stderr, "nope") {

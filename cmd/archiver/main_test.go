@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -153,7 +153,7 @@ func TestCommands(t *testing.T) {
 	if err := p.Wait(time.Minute); err != nil {
 		t.Fatalf("run: %v\n%s", err, p.Logs())
 	}
-	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id IN ($1, $2)", evs[10].ID, evs[11].ID); err != nil {
+	if _, err := archivetest.DB(t, pg).Exec(ctx, "DELETE FROM events WHERE id IN ($1, $2)", evs[10].ID, evs[11].ID); err != nil {
 		t.Fatal(err)
 	}
 	code, stdout, _ = runArchiver(t, environ, "verify", "--from", from, "--to", to)

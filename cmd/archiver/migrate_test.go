@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // A version-1 archive (one unpartitioned table keyed by id) migrates into day partitions while
@@ -36,7 +36,7 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 	ctx := testenv.Context(t, 5*time.Minute)
 	readable := func() int64 {
 		var n int64
-		if err := pg.Pool().QueryRow(ctx, "SELECT count(*) FROM events_all WHERE type = 'v1'").Scan(&n); err != nil {
+		if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT count(*) FROM events_all WHERE type = 'v1'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -78,12 +78,12 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 			t.Fatalf("migrate finished before it could be killed (%d rows): make the table larger\n%s", len(v1), m.Logs())
 		default:
 		}
-		if err := pg.Pool().QueryRow(ctx, "SELECT rows_moved FROM archive_v1_migration").Scan(&moved); err != nil {
+		if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT rows_moved FROM archive_v1_migration").Scan(&moved); err != nil {
 			t.Fatal(err)
 		}
 	}
 	m.Kill()
-	if err := pg.Pool().QueryRow(ctx, "SELECT rows_moved FROM archive_v1_migration").Scan(&moved); err != nil {
+	if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT rows_moved FROM archive_v1_migration").Scan(&moved); err != nil {
 		t.Fatal(err)
 	}
 	if moved >= int64(len(v1)) {
@@ -140,7 +140,7 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 		t.Fatalf("archive holds %d, want %d; missing %d (e.g. %v)", len(got), len(want), len(missing), missing[:min(5, len(missing))])
 	}
 	var v1Left bool
-	if err := pg.Pool().QueryRow(context.Background(), "SELECT to_regclass('events_v1') IS NOT NULL").Scan(&v1Left); err != nil || v1Left {
+	if err := archivetest.DB(t, pg).QueryRow(context.Background(), "SELECT to_regclass('events_v1') IS NOT NULL").Scan(&v1Left); err != nil || v1Left {
 		t.Fatalf("events_v1 still there: %v %v", v1Left, err)
 	}
 	if code, stdout, _ := runArchiver(t, environ, "migrate"); code != 0 || !strings.Contains(stdout, "nothing to migrate") {

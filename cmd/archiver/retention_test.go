@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/archive/archivetest"
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestParseAge(t *testing.T) {
@@ -53,7 +53,7 @@ func TestRetentionCommand(t *testing.T) {
 		t.Fatalf("run: %v\n%s", err, p.Logs())
 	}
 	// Unarchived: indexed into day −8 after the archiver stopped.
-	if _, err := es.Put(ctx, event.Event{ID: "late", ClientID: "c", Timestamp: dayAgo(8).Add(time.Hour), IngestedAt: time.Now()}); err != nil {
+	if _, err := testenv.Put(ctx, es, event.Event{ID: "late", ClientID: "c", Timestamp: dayAgo(8).Add(time.Hour), IngestedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	indices := func() []string {
@@ -126,7 +126,7 @@ func TestRetentionCommand(t *testing.T) {
 		t.Fatalf("boundary %s %v %v, want %s", b, ok, err, dayAgo(8))
 	}
 	for _, e := range evs[:10] {
-		if _, err := pg.GetEvent(ctx, e.ID, time.Time{}); err != nil {
+		if _, err := pg.Get(ctx, e.ID, time.Time{}); err != nil {
 			t.Fatalf("dropped event %s not in PostgreSQL: %v", e.ID, err)
 		}
 	}
@@ -151,7 +151,7 @@ func TestRetentionCommand(t *testing.T) {
 	// Archive retention: the partitions of days −10..−7 are past a 6-day horizon and below the
 	// boundary (start of day −4), but Elasticsearch holds day −9 again (a late event recreated
 	// its index): that day stays, served from there.
-	if _, err := es.Put(ctx, event.Event{ID: "revenant", ClientID: "c", Timestamp: dayAgo(9).Add(time.Hour), IngestedAt: time.Now()}); err != nil {
+	if _, err := testenv.Put(ctx, es, event.Event{ID: "revenant", ClientID: "c", Timestamp: dayAgo(9).Add(time.Hour), IngestedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	prune := func(args ...string) (int, []struct{ Partition, Action, Reason string }, string) {
@@ -177,7 +177,7 @@ func TestRetentionCommand(t *testing.T) {
 	if code, parts, out := prune(); code != 0 || actions(parts) != listed || !strings.Contains(parts[1].Reason, "Elasticsearch still holds") {
 		t.Fatalf("prune listing: exit %d %s, want %s\n%s", code, actions(parts), listed, out)
 	}
-	if _, err := pg.GetEvent(ctx, "r10-0", time.Time{}); err != nil {
+	if _, err := pg.Get(ctx, "r10-0", time.Time{}); err != nil {
 		t.Fatalf("listing dropped a partition: %v", err)
 	}
 	applied := fmt.Sprintf("%s:dropped %s:kept %s:dropped %s:dropped", name(10), name(9), name(8), name(7))
@@ -185,10 +185,10 @@ func TestRetentionCommand(t *testing.T) {
 		t.Fatalf("prune --apply: exit %d %s, want %s\n%s", code, actions(parts), applied, out)
 	}
 	// Reads below the horizon return what exists: day −9's rows, nothing of the dropped days.
-	if _, err := pg.GetEvent(ctx, "r10-0", time.Time{}); err == nil {
+	if _, err := pg.Get(ctx, "r10-0", time.Time{}); err == nil {
 		t.Fatal("an event of a dropped partition is still readable")
 	}
-	if _, err := pg.GetEvent(ctx, "r09-0", time.Time{}); err != nil {
+	if _, err := pg.Get(ctx, "r09-0", time.Time{}); err != nil {
 		t.Fatalf("an event of the kept partition: %v", err)
 	}
 	code, stdout, stderr = runArchiver(t, environ, "status", "--json")

@@ -27,7 +27,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/spillway/spillway/pkg/bench"
+	"github.com/spillway/spillway/internal/bench"
 )
 
 // plan is what one run does; --quick scales it down.

@@ -16,10 +16,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spillway/spillway/pkg/bench"
+	"github.com/spillway/spillway/internal/bench"
+	"github.com/spillway/spillway/internal/loadgen"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
-	"github.com/spillway/spillway/pkg/loadgen"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
@@ -103,9 +103,9 @@ func (r *runner) machine(ctx context.Context) {
 			m.Elasticsearch = n.Version + " (private single node, 1 GiB heap)"
 		}
 	}
-	if db, err := r.pg(ctx, "public", "spillway-bench", 1); err == nil {
+	if db, err := bench.OpenDB(ctx, r.st.pgURL, "public", "spillway-bench", 1); err == nil {
 		var v string
-		if err := db.Pool().QueryRow(ctx, "SHOW server_version").Scan(&v); err == nil {
+		if err := db.QueryRow(ctx, "SHOW server_version").Scan(&v); err == nil {
 			m.PostgreSQL = strings.Fields(v)[0] + " (private cluster, max_connections 600)"
 		}
 		db.Close()

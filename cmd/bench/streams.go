@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spillway/spillway/pkg/bench"
-	"github.com/spillway/spillway/pkg/loadgen"
+	"github.com/spillway/spillway/internal/bench"
+	"github.com/spillway/spillway/internal/loadgen"
 )
 
 // s9BaselinePoll is the stream poll S9 compares against: search.stream_poll's default before

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/loadgen"
+	"github.com/spillway/spillway/internal/loadgen"
 )
 
 func round(p99, searchCores float64, res loadgen.StreamResult) streamRound {

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spillway/spillway/pkg/bench"
-	"github.com/spillway/spillway/pkg/loadgen"
+	"github.com/spillway/spillway/internal/bench"
+	"github.com/spillway/spillway/internal/loadgen"
 )
 
 // tuneConfigs are the ingest settings compared by the tune phase, the defaults first.

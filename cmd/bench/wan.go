@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spillway/spillway/pkg/bench"
-	"github.com/spillway/spillway/pkg/loadgen"
+	"github.com/spillway/spillway/internal/bench"
+	"github.com/spillway/spillway/internal/loadgen"
 )
 
 // usersPlanPool is the pool of the users' plan: a Heroku Essential database allows 20

@@ -19,10 +19,10 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/api/apitest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // served is the wired ingest service on a test server, with its logs.

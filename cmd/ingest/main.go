@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -52,6 +53,16 @@ func wire(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*app.Se
 		// can be visible in Elasticsearch while the installing call is still being retried.
 		if !installed.Load() {
 			return errors.New("index template not installed by this process yet")
+		}
+		err := es.CheckTemplate(ctx)
+		if !errors.Is(err, esstore.ErrTemplateOutdated) {
+			return err
+		}
+		// Deleted, or replaced by an older ingest: put this binary's version back (a newer
+		// template passes the check and is never replaced).
+		logger.Warn("index template missing or outdated; installing it again", "err", err)
+		if ierr := es.InstallTemplate(ctx); ierr != nil {
+			return fmt.Errorf("%w (installing it again: %v)", err, ierr)
 		}
 		return es.CheckTemplate(ctx)
 	})

@@ -7,8 +7,8 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // TestRoutesMatchOpenAPI checks the router exactly as the binary serves it against

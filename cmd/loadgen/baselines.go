@@ -13,11 +13,10 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/spillway/spillway/pkg/bench"
+	"github.com/spillway/spillway/internal/bench"
+	"github.com/spillway/spillway/internal/netproxy"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
-	"github.com/spillway/spillway/pkg/netproxy"
-	"github.com/spillway/spillway/pkg/pgstore"
 )
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -74,14 +73,14 @@ func naiveServer(args []string) error {
 	ctx, stop := signalContext()
 	defer stop()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	db, err := pgstore.Open(ctx, config.Postgres{URL: config.Secret(*pgURL), MaxConns: *pool, Schema: *schema,
-		ConnectTimeout: 10 * time.Second}, pgstore.Options{MaxConns: *pool, ApplicationName: *app}, logger)
+	// The users' design is a plain pool of its own, not Spillway's archive store.
+	db, err := bench.OpenDB(ctx, *pgURL, *schema, *app, *pool)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	table, err := bench.OpenNaiveTable(ctx, func(ctx context.Context, sql string, args ...any) (int64, error) {
-		tag, err := db.Pool().Exec(ctx, sql, args...)
+		tag, err := db.Exec(ctx, sql, args...)
 		return tag.RowsAffected(), err
 	}, *schema)
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/spillway/spillway/pkg/loadgen"
+	"github.com/spillway/spillway/internal/loadgen"
 )
 
 func main() {

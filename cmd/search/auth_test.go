@@ -17,12 +17,12 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/api/apitest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/app"
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // load builds the search configuration from flags, with no environment, and a cursor key.
@@ -96,7 +96,7 @@ func TestAuthOverHTTP(t *testing.T) {
 	now := time.Now()
 	for _, e := range []event.Event{{ID: "mine", ClientID: "c1"}, {ID: "theirs", ClientID: "c2"}} {
 		e.Timestamp, e.IngestedAt = now, now
-		if _, err := store.Put(ctx, e); err != nil {
+		if _, err := testenv.Put(ctx, store, e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,7 +159,7 @@ func TestRateLimitFloodingClientIsThrottled(t *testing.T) {
 	if err := store.InstallTemplate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Put(ctx, event.Event{ID: "e", ClientID: "c", Timestamp: time.Now(), IngestedAt: time.Now()}); err != nil {
+	if _, err := testenv.Put(ctx, store, event.Event{ID: "e", ClientID: "c", Timestamp: time.Now(), IngestedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	from2 := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}}

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/api/apitest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // TestRunServesAndShutsDownWithAnOpenStream runs the binary's run function against the real
@@ -34,7 +34,7 @@ func TestRunServesAndShutsDownWithAnOpenStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if _, err := store.Put(ctx, event.Event{ID: "before", ClientID: "c", Timestamp: now, IngestedAt: now.Add(-time.Minute)}); err != nil {
+	if _, err := testenv.Put(ctx, store, event.Event{ID: "before", ClientID: "c", Timestamp: now, IngestedAt: now.Add(-time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
@@ -103,7 +103,7 @@ func TestRunServesAndShutsDownWithAnOpenStream(t *testing.T) {
 		}
 	}
 	next("id: ")
-	if _, err := store.Put(ctx, event.Event{ID: "after", ClientID: "c", Timestamp: time.Now(), IngestedAt: time.Now()}); err != nil {
+	if _, err := testenv.Put(ctx, store, event.Event{ID: "after", ClientID: "c", Timestamp: time.Now(), IngestedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	if l := next("data: "); !strings.Contains(l, `"id":"after"`) {

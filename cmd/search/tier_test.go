@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/api/apitest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // TestColdTierWiring builds the binary's service with search.cold_tier: one API over an event
@@ -34,7 +34,7 @@ func TestColdTierWiring(t *testing.T) {
 	b := now.Add(-40 * 24 * time.Hour).Truncate(24 * time.Hour)
 	hot := event.Event{ID: "hot", ClientID: "c", Timestamp: now.Add(-time.Hour), IngestedAt: now, Payload: json.RawMessage(`{"a":1}`)}
 	cold := event.Event{ID: "cold", ClientID: "c", Timestamp: b.Add(-time.Hour), IngestedAt: now, Payload: json.RawMessage(`{"b":[1,2]}`)}
-	if _, err := store.Put(ctx, hot); err != nil {
+	if _, err := testenv.Put(ctx, store, hot); err != nil {
 		t.Fatal(err)
 	}
 	pg, err := pgstore.Open(ctx, pgCfg, pgstore.Options{}, nil)
@@ -104,7 +104,7 @@ func TestColdTierWiring(t *testing.T) {
 	}
 	// search.postgres_max_conns holds: at most one connection for search.
 	var n int
-	if err := pg.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-search'`).Scan(&n); err != nil || n > 1 {
+	if err := testenv.DB(t, pgCfg).QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-search'`).Scan(&n); err != nil || n > 1 {
 		t.Fatalf("search holds %d connections (%v), cap 1", n, err)
 	}
 	if err := svc.Drain(ctx); err != nil {
@@ -113,7 +113,7 @@ func TestColdTierWiring(t *testing.T) {
 	// A closed connection's backend leaves pg_stat_activity once it has exited, a moment after
 	// the client hung up: wait for that (the bound only guards against a hang), then require 0.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		err = pg.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-search'`).Scan(&n)
+		err = testenv.DB(t, pgCfg).QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-search'`).Scan(&n)
 		if err != nil || n == 0 || time.Now().After(deadline) {
 			break
 		}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/testenv"
+	"github.com/spillway/spillway/internal/testenv"
 )
 
 func TestMain(m *testing.M) {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/httpx"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // With http.drain_delay, a stopping service keeps accepting for that long: /readyz fails and

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 	"github.com/spillway/spillway/pkg/resilience"
 )
@@ -33,24 +33,24 @@ type Feed interface {
 	// Prefix names the event indices; the lease is per prefix.
 	Prefix() string
 	DayOf(index string) (day time.Time, ok bool)
-	Shards(ctx context.Context) ([]esstore.Shard, error)
+	Shards(ctx context.Context) ([]event.Shard, error)
 	RefreshIndices(ctx context.Context, indices ...string) error
-	ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error)
+	ReadShard(ctx context.Context, q event.FeedQuery) ([]event.Sequenced, error)
 	OldestAfter(ctx context.Context, index string, shard int, after int64) (time.Time, bool, error)
 }
 
 // Sampler answers verification's questions about Elasticsearch (esstore.Store).
 type Sampler interface {
-	CountShard(ctx context.Context, index string, shard int, upTo int64, ranges []esstore.Range) ([]esstore.RangeCount, error)
-	ShardIDs(ctx context.Context, index string, shard int, upTo int64, r esstore.Range, limit int) ([]string, error)
+	CountShard(ctx context.Context, index string, shard int, upTo int64, ranges []event.Range) ([]event.ShardCount, error)
+	ShardIDs(ctx context.Context, index string, shard int, upTo int64, r event.Range, limit int) ([]string, error)
 	// DocsByID returns the documents with the ids whose @timestamp is in r.
-	DocsByID(ctx context.Context, ids []string, r esstore.Range) ([]esstore.Doc, error)
+	DocsByID(ctx context.Context, ids []string, r event.Range) ([]event.Event, error)
 }
 
 // Scanner reads a time range for backfill (esstore.Store).
 type Scanner interface {
-	CountRange(ctx context.Context, r esstore.Range) (int64, error)
-	ScanRange(ctx context.Context, r esstore.Range, size int, fn func([]esstore.Doc) error) error
+	CountRange(ctx context.Context, r event.Range) (int64, error)
+	ScanRange(ctx context.Context, r event.Range, size int, fn func([]event.Event) error) error
 }
 
 // Source is everything the archiver reads from Elasticsearch. *esstore.Store implements it; all
@@ -98,9 +98,9 @@ type Sink interface {
 	Lead(ctx context.Context, name string) (Lease, error)
 	Leader(ctx context.Context, name string) (pgstore.LeaderInfo, bool, error)
 	Checkpoints(ctx context.Context) ([]pgstore.Checkpoint, error)
-	CountRanges(ctx context.Context, ranges []pgstore.Range) ([]pgstore.RangeCount, error)
-	IDsInRange(ctx context.Context, r pgstore.Range, limit int) ([]string, error)
-	CopyEvents(ctx context.Context, origin pgstore.Origin, rows []pgstore.Row) (pgstore.Result, error)
+	CountRanges(ctx context.Context, ranges []event.Range) ([]pgstore.RangeCount, error)
+	IDsInRange(ctx context.Context, r event.Range, limit int) ([]string, error)
+	CopyEvents(ctx context.Context, origin pgstore.Origin, rows []event.Event) (pgstore.Result, error)
 	State(ctx context.Context) (pgstore.State, error)
 	RecordError(ctx context.Context, msg string, at time.Time) error
 	RecordVerify(ctx context.Context, v pgstore.VerifyRecord) error

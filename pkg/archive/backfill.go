@@ -12,7 +12,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
@@ -42,7 +42,7 @@ func (a *Archiver) Backfill(ctx context.Context, from, to time.Time, p Progress)
 	if !from.Before(to) {
 		return nil, fmt.Errorf("backfill: --from %s must be before --to %s", from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
-	r := esstore.Range{From: from, To: to}
+	r := event.Range{From: from, To: to}
 	rep := &BackfillReport{From: from, To: to}
 	start := time.Now()
 	total, err := a.es.CountRange(ctx, r)
@@ -58,7 +58,7 @@ func (a *Archiver) Backfill(ctx context.Context, from, to time.Time, p Progress)
 
 	var read, inserted atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
-	pages := make(chan []pgstore.Row, a.writers)
+	pages := make(chan []event.Event, a.writers)
 	for range a.writers {
 		g.Go(func() error {
 			for rows := range pages {
@@ -76,14 +76,11 @@ func (a *Archiver) Backfill(ctx context.Context, from, to time.Time, p Progress)
 	}
 	g.Go(func() error {
 		defer close(pages)
-		return a.es.ScanRange(gctx, r, a.cfg.BatchSize, func(docs []esstore.Doc) error {
-			rows := make([]pgstore.Row, len(docs))
-			for i, d := range docs {
-				row, err := toRow(d)
-				if err != nil {
+		return a.es.ScanRange(gctx, r, a.cfg.BatchSize, func(rows []event.Event) error {
+			for _, e := range rows {
+				if err := storable(e); err != nil {
 					return err
 				}
-				rows[i] = row
 			}
 			read.Add(int64(len(rows)))
 			select {

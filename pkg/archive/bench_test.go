@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
-	"github.com/spillway/spillway/pkg/archive/archivetest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // benchEvent is the i-th event of the backlog: about 1 KB of payload.
@@ -68,7 +68,7 @@ func BenchmarkDrainBacklog(b *testing.B) {
 				for i := lo; i < min(lo+2000, n); i++ {
 					evs = append(evs, benchEvent(i, base, now))
 				}
-				if _, _, err := es.BulkCreate(ctx, evs); err != nil {
+				if _, _, err := testenv.BulkCreate(ctx, es, evs); err != nil {
 					errs <- err
 					return
 				}
@@ -86,14 +86,15 @@ func BenchmarkDrainBacklog(b *testing.B) {
 	b.Logf("indexed %d events in %s (%.0f/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
 
 	// Baseline: one raw COPY of the same rows into an empty events table with its indexes.
-	raw := migrated(b, testenv.PG(b), "spillway-bench-raw")
+	rawCfg := testenv.PG(b)
+	raw := migrated(b, rawCfg, "spillway-bench-raw")
 	// A COPY routes rows only to partitions that exist when it begins.
 	if err := raw.EnsurePartitions(ctx, benchEvent(0, base, now).Timestamp, benchEvent(n-1, base, now).Timestamp); err != nil {
 		b.Fatal(err)
 	}
 	i := 0
 	start = time.Now()
-	copied, err := testenv.RawCopy(ctx, raw.Pool(), "events", []string{"id", "client_id", "type", "ts", "ingested_at", "payload"}, func() ([]any, bool) {
+	copied, err := testenv.RawCopy(ctx, testenv.DB(b, rawCfg), "events", []string{"id", "client_id", "type", "ts", "ingested_at", "payload"}, func() ([]any, bool) {
 		if i >= n {
 			return nil, false
 		}
@@ -158,7 +159,7 @@ func BenchmarkDrainBacklog(b *testing.B) {
 		rate = float64(n) / elapsed.Seconds()
 		maxConns = max(maxConns, seen.Load())
 		var rows int64
-		if err := pg.Pool().QueryRow(ctx, "SELECT count(*) FROM events").Scan(&rows); err != nil || rows != int64(n) {
+		if err := testenv.DB(b, pgCfg).QueryRow(ctx, "SELECT count(*) FROM events").Scan(&rows); err != nil || rows != int64(n) {
 			b.Fatalf("archived %d of %d rows: %v", rows, n, err)
 		}
 		b.Logf("archived %d events in %s: %.0f rows/s; raw COPY %.0f rows/s (ratio %.2f); max connections in pg_stat_activity %d",

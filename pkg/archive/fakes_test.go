@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
@@ -34,7 +33,7 @@ type fakeES struct {
 type fakeShard struct {
 	index, uuid string
 	shard       int
-	docs        []esstore.FeedDoc // docs[i].SeqNo == i
+	docs        []event.Sequenced // docs[i].SeqNo == i
 	gcp         int64
 	visible     int64 // highest sequence number a search sees
 }
@@ -53,12 +52,12 @@ func (f *fakeES) shard(index string, n int) *fakeShard {
 }
 
 // add indexes a document into a shard; advance says whether the global checkpoint follows.
-func (f *fakeES) add(index string, shard int, d esstore.Doc, advance bool) int64 {
+func (f *fakeES) add(index string, shard int, d event.Event, advance bool) int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.shard(index, shard)
 	seq := int64(len(s.docs))
-	s.docs = append(s.docs, esstore.FeedDoc{SeqNo: seq, Doc: d})
+	s.docs = append(s.docs, event.Sequenced{SeqNo: seq, Event: d})
 	if advance {
 		s.gcp = seq
 	}
@@ -84,7 +83,7 @@ func (f *fakeES) DayOf(index string) (time.Time, bool) {
 	return d, err == nil
 }
 
-func (f *fakeES) Shards(context.Context) ([]esstore.Shard, error) {
+func (f *fakeES) Shards(context.Context) ([]event.Shard, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.shardCalls++
@@ -92,9 +91,9 @@ func (f *fakeES) Shards(context.Context) ([]esstore.Shard, error) {
 		f.failShards--
 		return nil, fmt.Errorf("shard stats: %w", event.ErrUnavailable)
 	}
-	var out []esstore.Shard
+	var out []event.Shard
 	for _, s := range f.shards {
-		out = append(out, esstore.Shard{Index: s.index, IndexUUID: s.uuid, Shard: s.shard, GlobalCheckpoint: s.gcp, MaxSeqNo: int64(len(s.docs)) - 1})
+		out = append(out, event.Shard{Index: s.index, IndexUUID: s.uuid, Shard: s.shard, GlobalCheckpoint: s.gcp, MaxSeqNo: int64(len(s.docs)) - 1})
 	}
 	return out, nil
 }
@@ -113,12 +112,12 @@ func (f *fakeES) RefreshIndices(_ context.Context, indices ...string) error {
 	return nil
 }
 
-func (f *fakeES) ReadShard(_ context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error) {
+func (f *fakeES) ReadShard(_ context.Context, q event.FeedQuery) ([]event.Sequenced, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
 	s := f.shard(q.Index, q.Shard)
-	var out []esstore.FeedDoc
+	var out []event.Sequenced
 	for _, d := range s.docs {
 		if d.SeqNo > q.After && d.SeqNo <= q.UpTo && d.SeqNo <= s.visible && len(out) < q.Size {
 			out = append(out, d)
@@ -135,7 +134,7 @@ func (f *fakeES) OldestAfter(_ context.Context, index string, shard int, after i
 	var oldest time.Time
 	for _, d := range s.docs {
 		if d.SeqNo > after && d.SeqNo <= s.visible {
-			t, _ := time.Parse(time.RFC3339Nano, d.Doc.IngestedAt)
+			t := d.Event.IngestedAt
 			if oldest.IsZero() || t.Before(oldest) {
 				oldest = t
 			}
@@ -144,23 +143,22 @@ func (f *fakeES) OldestAfter(_ context.Context, index string, shard int, after i
 	return oldest, !oldest.IsZero(), nil
 }
 
-func inRange(d esstore.Doc, r esstore.Range) bool {
-	ts, _ := time.Parse(time.RFC3339Nano, d.Timestamp)
-	return !ts.Before(r.From) && ts.Before(r.To)
+func inRange(d event.Event, r event.Range) bool {
+	return !d.Timestamp.Before(r.From) && d.Timestamp.Before(r.To)
 }
 
-func (f *fakeES) CountShard(_ context.Context, index string, shard int, upTo int64, ranges []esstore.Range) ([]esstore.RangeCount, error) {
+func (f *fakeES) CountShard(_ context.Context, index string, shard int, upTo int64, ranges []event.Range) ([]event.ShardCount, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.shard(index, shard)
-	out := make([]esstore.RangeCount, len(ranges))
+	out := make([]event.ShardCount, len(ranges))
 	for i, r := range ranges {
 		for _, d := range s.docs {
-			if d.SeqNo <= s.visible && inRange(d.Doc, r) {
+			if d.SeqNo <= s.visible && inRange(d.Event, r) {
 				out[i].Total++
 				if d.SeqNo <= upTo {
 					out[i].UpTo++
-					out[i].UpToHash += d.Doc.IDHash
+					out[i].UpToHash += event.IDHash(d.Event.ID)
 				}
 			}
 		}
@@ -168,48 +166,48 @@ func (f *fakeES) CountShard(_ context.Context, index string, shard int, upTo int
 	return out, nil
 }
 
-func (f *fakeES) ShardIDs(_ context.Context, index string, shard int, upTo int64, r esstore.Range, limit int) ([]string, error) {
+func (f *fakeES) ShardIDs(_ context.Context, index string, shard int, upTo int64, r event.Range, limit int) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.shard(index, shard)
 	var ids []string
 	for _, d := range s.docs {
-		if d.SeqNo <= s.visible && d.SeqNo <= upTo && inRange(d.Doc, r) {
-			ids = append(ids, d.Doc.ID)
+		if d.SeqNo <= s.visible && d.SeqNo <= upTo && inRange(d.Event, r) {
+			ids = append(ids, d.Event.ID)
 		}
 	}
 	if len(ids) > limit {
-		return nil, esstore.ErrTooMany
+		return nil, event.ErrTooMany
 	}
 	sort.Strings(ids)
 	return ids, nil
 }
 
-func (f *fakeES) DocsByID(_ context.Context, ids []string, r esstore.Range) ([]esstore.Doc, error) {
+func (f *fakeES) DocsByID(_ context.Context, ids []string, r event.Range) ([]event.Event, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	want := map[string]bool{}
 	for _, id := range ids {
 		want[id] = true
 	}
-	var out []esstore.Doc
+	var out []event.Event
 	for _, s := range f.shards {
 		for _, d := range s.docs {
-			if d.SeqNo <= s.visible && want[d.Doc.ID] && inRange(d.Doc, r) {
-				out = append(out, d.Doc)
+			if d.SeqNo <= s.visible && want[d.Event.ID] && inRange(d.Event, r) {
+				out = append(out, d.Event)
 			}
 		}
 	}
 	return out, nil
 }
 
-func (f *fakeES) CountRange(_ context.Context, r esstore.Range) (int64, error) {
+func (f *fakeES) CountRange(_ context.Context, r event.Range) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var n int64
 	for _, s := range f.shards {
 		for _, d := range s.docs {
-			if d.SeqNo <= s.visible && inRange(d.Doc, r) {
+			if d.SeqNo <= s.visible && inRange(d.Event, r) {
 				n++
 			}
 		}
@@ -217,13 +215,13 @@ func (f *fakeES) CountRange(_ context.Context, r esstore.Range) (int64, error) {
 	return n, nil
 }
 
-func (f *fakeES) ScanRange(ctx context.Context, r esstore.Range, size int, fn func([]esstore.Doc) error) error {
+func (f *fakeES) ScanRange(ctx context.Context, r event.Range, size int, fn func([]event.Event) error) error {
 	f.mu.Lock()
-	var all []esstore.Doc
+	var all []event.Event
 	for _, s := range f.shards {
 		for _, d := range s.docs {
-			if d.SeqNo <= s.visible && inRange(d.Doc, r) {
-				all = append(all, d.Doc)
+			if d.SeqNo <= s.visible && inRange(d.Event, r) {
+				all = append(all, d.Event)
 			}
 		}
 	}
@@ -242,7 +240,7 @@ func (f *fakeES) ScanRange(ctx context.Context, r esstore.Range, size int, fn fu
 // at all, (id, UTC day) is unique, and one lease at a time.
 type fakePG struct {
 	mu                   sync.Mutex
-	events               map[eventKey]pgstore.Row
+	events               map[eventKey]event.Event
 	cps                  map[shardKey]*pgstore.Checkpoint
 	holder               *fakeLease
 	commits              int
@@ -267,19 +265,10 @@ type eventKey struct {
 	day time.Time
 }
 
-func keyOf(r pgstore.Row) eventKey { return eventKey{r.ID, pgstore.Day(r.Timestamp)} }
+func keyOf(r event.Event) eventKey { return eventKey{r.ID, pgstore.Day(r.Timestamp)} }
 
 func newFakePG() *fakePG {
-	return &fakePG{events: map[eventKey]pgstore.Row{}, cps: map[shardKey]*pgstore.Checkpoint{}}
-}
-
-// docKey is the identity of a document.
-func docKey(d esstore.Doc) eventKey {
-	ts, err := time.Parse(time.RFC3339Nano, d.Timestamp)
-	if err != nil {
-		panic(err)
-	}
-	return eventKey{d.ID, pgstore.Day(ts)}
+	return &fakePG{events: map[eventKey]event.Event{}, cps: map[shardKey]*pgstore.Checkpoint{}}
 }
 
 // dropID removes every row with the id, on any day (p.mu held).
@@ -425,7 +414,7 @@ func (p *fakePG) setDown(down bool) {
 	}
 }
 
-func (p *fakePG) CountRanges(_ context.Context, ranges []pgstore.Range) ([]pgstore.RangeCount, error) {
+func (p *fakePG) CountRanges(_ context.Context, ranges []event.Range) ([]pgstore.RangeCount, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make([]pgstore.RangeCount, len(ranges))
@@ -440,7 +429,7 @@ func (p *fakePG) CountRanges(_ context.Context, ranges []pgstore.Range) ([]pgsto
 	return out, nil
 }
 
-func (p *fakePG) IDsInRange(_ context.Context, r pgstore.Range, limit int) ([]string, error) {
+func (p *fakePG) IDsInRange(_ context.Context, r event.Range, limit int) ([]string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var ids []string
@@ -450,13 +439,13 @@ func (p *fakePG) IDsInRange(_ context.Context, r pgstore.Range, limit int) ([]st
 		}
 	}
 	if len(ids) > limit {
-		return nil, pgstore.ErrTooMany
+		return nil, event.ErrTooMany
 	}
 	sort.Strings(ids)
 	return ids, nil
 }
 
-func (p *fakePG) insert(rows []pgstore.Row) int64 {
+func (p *fakePG) insert(rows []event.Event) int64 {
 	var n int64
 	for _, r := range rows {
 		if _, ok := p.events[keyOf(r)]; !ok {
@@ -467,7 +456,7 @@ func (p *fakePG) insert(rows []pgstore.Row) int64 {
 	return n
 }
 
-func (p *fakePG) CopyEvents(_ context.Context, origin pgstore.Origin, rows []pgstore.Row) (pgstore.Result, error) {
+func (p *fakePG) CopyEvents(_ context.Context, origin pgstore.Origin, rows []event.Event) (pgstore.Result, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := p.insert(rows)
@@ -562,9 +551,10 @@ func (l *fakeLease) Release() {
 	}
 }
 
-// doc builds a document with a timestamp and an ingestedAt.
-func doc(id string, ts time.Time) esstore.Doc {
-	return esstore.ToDoc(event.Event{ID: id, ClientID: "c", Type: "t", Timestamp: ts, IngestedAt: ts, Payload: []byte(`{"id":"` + id + `"}`)})
+// doc builds an event as Elasticsearch returns it (times at microsecond precision).
+func doc(id string, ts time.Time) event.Event {
+	ts = event.Truncate(ts)
+	return event.Event{ID: id, ClientID: "c", Type: "t", Timestamp: ts, IngestedAt: ts, Payload: []byte(`{"id":"` + id + `"}`)}
 }
 
 // waitFor polls cond until it holds; the deadline only guards against a hang.

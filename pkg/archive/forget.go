@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
@@ -26,10 +26,10 @@ import (
 // ClientIndex is the Elasticsearch side of Forget (*esstore.Store).
 type ClientIndex interface {
 	CountClient(ctx context.Context, clientID string) (int64, error)
-	ClientDocs(ctx context.Context, clientID string, size int, fn func([]esstore.DocRef) error) error
-	DeleteDocs(ctx context.Context, refs []esstore.DocRef) (int, error)
+	ClientDocs(ctx context.Context, clientID string, size int, fn func([]event.DocRef) error) error
+	DeleteDocs(ctx context.Context, refs []event.DocRef) (int, error)
 	Refresh(ctx context.Context) error
-	Shards(ctx context.Context) ([]esstore.Shard, error)
+	Shards(ctx context.Context) ([]event.Shard, error)
 }
 
 // ClientArchive is the PostgreSQL side of Forget (*pgstore.Store).
@@ -103,7 +103,7 @@ func (a *Archiver) Forget(ctx context.Context, es ClientIndex, db ClientArchive,
 		"elasticsearch_found", rep.ESFound, "postgres_found", rep.PGFound)
 
 	// 1. Elasticsearch.
-	err = es.ClientDocs(ctx, req.ClientID, 5000, func(refs []esstore.DocRef) error {
+	err = es.ClientDocs(ctx, req.ClientID, 5000, func(refs []event.DocRef) error {
 		n, err := es.DeleteDocs(ctx, refs)
 		rep.ESDeleted += int64(n)
 		return err
@@ -152,7 +152,7 @@ func (a *Archiver) Forget(ctx context.Context, es ClientIndex, db ClientArchive,
 
 // waitArchived waits, while an archiver leads, until its checkpoints reach the given shards'
 // global checkpoints; with no leader there is no batch in flight.
-func (a *Archiver) waitArchived(ctx context.Context, db ClientArchive, shards []esstore.Shard, limit time.Duration) error {
+func (a *Archiver) waitArchived(ctx context.Context, db ClientArchive, shards []event.Shard, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		if _, leading, err := db.Leader(ctx, a.lease); err != nil {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
@@ -51,7 +50,7 @@ type ImportSource interface {
 type Importer interface {
 	Import(ctx context.Context, source string) (pgstore.ImportRecord, bool, error)
 	StartImport(ctx context.Context, source string, total int64) (pgstore.ImportRecord, error)
-	ImportBatch(ctx context.Context, source string, from, to int64, rows []pgstore.Row) (pgstore.Result, error)
+	ImportBatch(ctx context.Context, source string, from, to int64, rows []event.Event) (pgstore.Result, error)
 	FinishImport(ctx context.Context, source string) error
 	CountIdentities(ctx context.Context, day time.Time, ids []string) (n, hash int64, err error)
 }
@@ -239,7 +238,7 @@ func (a *Archiver) Import(ctx context.Context, db Importer, req ImportRequest) (
 	req.Progress.Add(int(rec.Position))
 	w := &importReader{src: req.Source, lim: req.Limits, horizon: rep.Horizon, now: now}
 	pos := rec.Position
-	var batch []pgstore.Row
+	var batch []event.Event
 	var batchFrom int64
 	commit := func(to int64) error {
 		res, err := db.ImportBatch(ctx, name, batchFrom, to, batch)
@@ -256,7 +255,7 @@ func (a *Archiver) Import(ctx context.Context, db Importer, req ImportRequest) (
 	}
 	batchFrom = pos
 	err = w.each(ctx, rec.Position, func(d decoded) error {
-		batch = append(batch, rowOf(d.e))
+		batch = append(batch, d.e)
 		pos = d.pos + 1
 		if len(batch) >= req.Batch {
 			return commit(pos)
@@ -396,7 +395,7 @@ func (a *Archiver) coverImported(ctx context.Context, rep *ImportReport) error {
 
 // archivedBelow returns "" when every event of the index is in PostgreSQL (rows it lacks may be
 // there: they are served once the boundary passes), or why not.
-func (a *Archiver) archivedBelow(ctx context.Context, idx esstore.Index) (string, error) {
+func (a *Archiver) archivedBelow(ctx context.Context, idx event.DailyIndex) (string, error) {
 	switch {
 	case !idx.Open:
 		return "index is closed", nil
@@ -418,12 +417,4 @@ func (a *Archiver) archivedBelow(ctx context.Context, idx esstore.Index) (string
 		why = append(why, "archiver behind: "+strings.Join(rep.Behind, "; "))
 	}
 	return strings.Join(why, "; "), nil
-}
-
-func rowOf(e event.Event) pgstore.Row {
-	r := pgstore.Row{ID: e.ID, ClientID: e.ClientID, Type: e.Type, Timestamp: e.Timestamp, IngestedAt: e.IngestedAt}
-	if len(e.Payload) > 0 {
-		r.Payload = e.Payload
-	}
-	return r
 }

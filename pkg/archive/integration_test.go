@@ -11,13 +11,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
-	"github.com/spillway/spillway/pkg/archive/archivetest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func archiverConfig() config.Archiver {
@@ -82,14 +82,14 @@ func TestIntegrationArchivesEventsValueForValue(t *testing.T) {
 			Timestamp: now.Add(-time.Duration(i) * time.Hour), IngestedAt: now.Add(time.Duration(i) * time.Microsecond), Payload: json.RawMessage(p)})
 	}
 	evs = append(evs, event.Event{ID: "no-payload", ClientID: "c", Timestamp: now, IngestedAt: now})
-	if created, _, err := es.BulkCreate(ctx, evs); err != nil || created != len(evs) {
+	if created, _, err := testenv.BulkCreate(ctx, es, evs); err != nil || created != len(evs) {
 		t.Fatalf("index: %d %v", created, err)
 	}
 	startArchiver(t, es, pg, archiverConfig())
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
 	archivetest.CheckExactlyOnce(t, es, pg)
 	for _, e := range evs {
-		got, err := pg.GetEvent(ctx, e.ID, time.Time{})
+		got, err := pg.Get(ctx, e.ID, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +129,7 @@ func TestIntegrationLateEventArrives(t *testing.T) {
 		// Into an index for a day long past, created after the archiver started.
 		{ID: "late-old-day", ClientID: "c", Timestamp: base.AddDate(0, 0, -10), IngestedAt: time.Now().AddDate(0, 0, -10)},
 	}
-	if _, _, err := es.BulkCreate(ctx, late); err != nil {
+	if _, _, err := testenv.BulkCreate(ctx, es, late); err != nil {
 		t.Fatal(err)
 	}
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
@@ -137,7 +137,7 @@ func TestIntegrationLateEventArrives(t *testing.T) {
 		t.Fatalf("%d events", n)
 	}
 	for _, e := range late {
-		if _, err := pg.GetEvent(ctx, e.ID, time.Time{}); err != nil {
+		if _, err := pg.Get(ctx, e.ID, time.Time{}); err != nil {
 			t.Fatalf("%s: %v", e.ID, err)
 		}
 	}
@@ -325,7 +325,7 @@ func TestIntegrationVerifyFindsAndRepairs(t *testing.T) {
 
 	// A gap (rows lost from PostgreSQL) and an extra row (in no index).
 	gone := []string{evs[3].ID, evs[4].ID, evs[150].ID, evs[299].ID}
-	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id = ANY($1)", gone); err != nil {
+	if _, err := archivetest.DB(t, pg).Exec(ctx, "DELETE FROM events WHERE id = ANY($1)", gone); err != nil {
 		t.Fatal(err)
 	}
 	extra := event.Event{ID: "extra-row", ClientID: "c", Timestamp: base.Add(-time.Hour), IngestedAt: base}
@@ -348,7 +348,7 @@ func TestIntegrationVerifyFindsAndRepairs(t *testing.T) {
 		t.Fatalf("after repair: %+v %v", rep, err)
 	}
 	for _, id := range gone {
-		got, err := pg.GetEvent(ctx, id, time.Time{})
+		got, err := pg.Get(ctx, id, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +356,7 @@ func TestIntegrationVerifyFindsAndRepairs(t *testing.T) {
 			t.Fatalf("repaired %s: %s", id, why)
 		}
 	}
-	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id = 'extra-row'"); err != nil {
+	if _, err := archivetest.DB(t, pg).Exec(ctx, "DELETE FROM events WHERE id = 'extra-row'"); err != nil {
 		t.Fatal(err)
 	}
 	if rep, err = r.Verify(ctx, req); err != nil || !rep.OK() || !rep.Complete() {
@@ -368,7 +368,7 @@ func TestIntegrationVerifyFindsAndRepairs(t *testing.T) {
 	}
 
 	// One row lost and one extra in the same bucket: equal counts, different digest sums.
-	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id = $1", evs[10].ID); err != nil {
+	if _, err := archivetest.DB(t, pg).Exec(ctx, "DELETE FROM events WHERE id = $1", evs[10].ID); err != nil {
 		t.Fatal(err)
 	}
 	swapped := event.Event{ID: "swapped-in", ClientID: "c", Timestamp: evs[10].Timestamp.Add(time.Microsecond), IngestedAt: base}
@@ -386,7 +386,7 @@ func TestIntegrationVerifyFindsAndRepairs(t *testing.T) {
 	if rep, err = r.Verify(ctx, req); err != nil || rep.Repaired != 1 {
 		t.Fatalf("repair the swap: %+v %v", rep, err)
 	}
-	if _, err := pg.Pool().Exec(ctx, "DELETE FROM events WHERE id = 'swapped-in'"); err != nil {
+	if _, err := archivetest.DB(t, pg).Exec(ctx, "DELETE FROM events WHERE id = 'swapped-in'"); err != nil {
 		t.Fatal(err)
 	}
 	// Rows were deleted behind the archive's back, so its accounting cannot add up; the sets can.

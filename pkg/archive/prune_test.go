@@ -7,22 +7,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
 // fakeIndices lists a fixed set of daily indices.
-type fakeIndices []esstore.Index
+type fakeIndices []event.DailyIndex
 
-func (f fakeIndices) Indices(context.Context) ([]esstore.Index, error) { return f, nil }
+func (f fakeIndices) Indices(context.Context) ([]event.DailyIndex, error) { return f, nil }
 func (f fakeIndices) DeleteIndex(context.Context, string) error {
 	return errors.New("unexpected delete")
 }
 
-func (f fakeIndices) LogDrop(context.Context, esstore.Drop) error {
+func (f fakeIndices) LogDrop(context.Context, event.Drop) error {
 	return errors.New("unexpected log")
 }
-func (f fakeIndices) Drops(context.Context) ([]esstore.Drop, error) { return nil, nil }
+func (f fakeIndices) Drops(context.Context) ([]event.Drop, error) { return nil, nil }
 func (f fakeIndices) DroppedThrough(context.Context) (time.Time, bool, error) {
 	return time.Time{}, false, nil
 }
@@ -67,7 +67,7 @@ func TestPruneEligibility(t *testing.T) {
 			pg.parts = parts()
 			var idx fakeIndices
 			for _, n := range tc.inES {
-				idx = append(idx, esstore.Index{Name: "ev-" + d(n).Format("2006.01.02"), Day: d(n)})
+				idx = append(idx, event.DailyIndex{Name: "ev-" + d(n).Format("2006.01.02"), Day: d(n)})
 			}
 			a := New(newFakeES(), pg, Options{Config: testConfig(), Now: func() time.Time { return now },
 				Indices: idx, Boundary: fakeBoundary(tc.boundary)})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
@@ -17,7 +18,7 @@ import (
 // Search would then read those days from Elasticsearch, which no longer has them, and answer
 // them empty.
 //
-// Retention records every day it deletes in Elasticsearch's retention log (esstore.Drop), before
+// Retention records every day it deletes in Elasticsearch's retention log (event.Drop), before
 // deleting it. The leader compares the log with the boundary: a boundary below the end of the
 // last deleted day means the database went back in time. It records the detection
 // (archive_restores, status, spillway_archiver_restore_pending), lets the feed re-archive what
@@ -70,7 +71,7 @@ func (a *Archiver) repairRestore(ctx context.Context, rec *pgstore.Restore) erro
 		if d.Day.Before(rec.BoundaryFound) || !d.Day.Before(rec.DroppedThrough) {
 			continue // below the boundary the restored archive served it already; none above
 		}
-		counts, err := a.pg.CountRanges(ctx, []pgstore.Range{{From: d.Day, To: d.Day.Add(24 * time.Hour)}})
+		counts, err := a.pg.CountRanges(ctx, []event.Range{{From: d.Day, To: d.Day.Add(24 * time.Hour)}})
 		if err != nil {
 			return err
 		}

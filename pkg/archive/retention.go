@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // Retention drops daily Elasticsearch indices once PostgreSQL provably holds their events, and
@@ -34,14 +34,14 @@ import (
 // Indices lists and deletes the daily event indices and keeps the retention log, the record of
 // deleted days kept in Elasticsearch (*esstore.Store). Safe for concurrent use.
 type Indices interface {
-	Indices(ctx context.Context) ([]esstore.Index, error)
+	Indices(ctx context.Context) ([]event.DailyIndex, error)
 	DeleteIndex(ctx context.Context, name string) error
 	// LogDrop records a day about to be deleted; DroppedThrough returns the end of the newest
 	// day recorded (ok false: none).
-	LogDrop(ctx context.Context, d esstore.Drop) error
+	LogDrop(ctx context.Context, d event.Drop) error
 	DroppedThrough(ctx context.Context) (time.Time, bool, error)
 	// Drops lists the recorded days, oldest first.
-	Drops(ctx context.Context) ([]esstore.Drop, error)
+	Drops(ctx context.Context) ([]event.Drop, error)
 }
 
 // Boundary reads and advances the cold boundary of an index prefix (*pgstore.Store). Advance
@@ -123,7 +123,7 @@ func (a *Archiver) Retention(ctx context.Context, req RetentionRequest, grace ti
 	if err != nil {
 		return rep, fmt.Errorf("retention: %w", err)
 	}
-	var verified []esstore.Index
+	var verified []event.DailyIndex
 	stopped := false
 	for _, idx := range all {
 		if idx.Day.Add(24 * time.Hour).After(rep.Horizon) {
@@ -180,7 +180,7 @@ func (a *Archiver) Retention(ctx context.Context, req RetentionRequest, grace ti
 		reason, vrep, err := a.retainableReport(ctx, idx, rep.BoundaryBefore)
 		if err == nil && reason == "" {
 			docs, hash := vrep.archived()
-			err = a.indices.LogDrop(ctx, esstore.Drop{Index: idx.Name, Day: idx.Day, Docs: docs, IDHash: hash,
+			err = a.indices.LogDrop(ctx, event.Drop{Index: idx.Name, Day: idx.Day, Docs: docs, IDHash: hash,
 				Boundary: rep.BoundaryAfter, DeletedAt: a.now().UTC()})
 			if err == nil {
 				err = a.indices.DeleteIndex(ctx, idx.Name)
@@ -212,13 +212,13 @@ func (a *Archiver) Retention(ctx context.Context, req RetentionRequest, grace ti
 // search reads PostgreSQL already and extra rows are expected: this index was recreated after its
 // predecessor was dropped (only a misconfigured ingest.max_past_age allows that), and all that
 // matters is that its own events are archived.
-func (a *Archiver) retainable(ctx context.Context, idx esstore.Index, boundary time.Time) (string, error) {
+func (a *Archiver) retainable(ctx context.Context, idx event.DailyIndex, boundary time.Time) (string, error) {
 	reason, _, err := a.retainableReport(ctx, idx, boundary)
 	return reason, err
 }
 
 // retainableReport is retainable with the verification it ran (nil when it ran none).
-func (a *Archiver) retainableReport(ctx context.Context, idx esstore.Index, boundary time.Time) (string, *Report, error) {
+func (a *Archiver) retainableReport(ctx context.Context, idx event.DailyIndex, boundary time.Time) (string, *Report, error) {
 	switch {
 	case !idx.Open:
 		return "index is closed: its events cannot be verified", nil, nil

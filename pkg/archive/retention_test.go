@@ -11,12 +11,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
-	"github.com/spillway/spillway/pkg/archive/archivetest"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // retentionNow is the clock of the retention tests: noon, so "midnight of now − N days" is
@@ -86,7 +86,7 @@ func TestIntegrationRetentionKeepsUnarchivedIndexAndEverythingAfter(t *testing.T
 	r.stop(t)
 	// An event indexed into day −6's index after archiving, with the archiver stopped.
 	late := event.Event{ID: "late", ClientID: "c0", Timestamp: day(6).Add(30 * time.Minute), IngestedAt: retentionNow}
-	if _, err := es.Put(ctx, late); err != nil {
+	if _, err := testenv.Put(ctx, es, late); err != nil {
 		t.Fatal(err)
 	}
 	before := indexNames(t, es)
@@ -138,7 +138,7 @@ func TestIntegrationRetentionKeepsUnarchivedIndexAndEverythingAfter(t *testing.T
 	}
 	// Every dropped event is still in PostgreSQL.
 	for _, e := range dailyEvents("r", 10, 7, 4) {
-		if _, err := pg.GetEvent(ctx, e.ID, time.Time{}); err != nil {
+		if _, err := pg.Get(ctx, e.ID, time.Time{}); err != nil {
 			t.Fatalf("%s: %v", e.ID, err)
 		}
 	}
@@ -146,13 +146,13 @@ func TestIntegrationRetentionKeepsUnarchivedIndexAndEverythingAfter(t *testing.T
 	// An index recreated below the boundary (here by hand; in production only a misconfigured
 	// ingest.max_past_age allows it) is archived, verified and dropped; the boundary stays.
 	stray := event.Event{ID: "stray", ClientID: "c1", Timestamp: day(9).Add(time.Hour), IngestedAt: retentionNow}
-	if _, err := es.Put(ctx, stray); err != nil {
+	if _, err := testenv.Put(ctx, es, stray); err != nil {
 		t.Fatal(err)
 	}
 	r2 := startArchiver(t, es, pg, archiverConfig())
 	archivetest.WaitCaughtUp(t, es, pg, time.Minute)
 	r2.stop(t)
-	if _, err := pg.GetEvent(ctx, "late", time.Time{}); err != nil {
+	if _, err := pg.Get(ctx, "late", time.Time{}); err != nil {
 		t.Fatalf("the late event was not archived: %v", err)
 	}
 	rep, err = a.Retention(ctx, archive.RetentionRequest{OlderThan: 8 * 24 * time.Hour, Apply: true}, 0)

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 	"github.com/spillway/spillway/pkg/resilience"
 )
@@ -219,13 +219,13 @@ func (a *Archiver) round(ctx context.Context, lease Lease) error {
 		pos[shardKey{c.IndexUUID, c.Shard}] = c.SeqNo
 	}
 	a.positions = pos // drain moves them as its batches commit
-	at := func(sh esstore.Shard) int64 {
+	at := func(sh event.Shard) int64 {
 		if p, ok := pos[shardKey{sh.IndexUUID, sh.Shard}]; ok {
 			return p
 		}
 		return -1
 	}
-	var work []esstore.Shard
+	var work []event.Shard
 	var indices []string
 	for _, sh := range shards {
 		if sh.GlobalCheckpoint > at(sh) {
@@ -258,9 +258,9 @@ func (a *Archiver) round(ctx context.Context, lease Lease) error {
 
 // drain copies one shard from after `from` up to its global checkpoint, reading the next page
 // while the previous one commits. It returns the position reached.
-func (a *Archiver) drain(ctx context.Context, lease Lease, sh esstore.Shard, from int64) (int64, error) {
+func (a *Archiver) drain(ctx context.Context, lease Lease, sh event.Shard, from int64) (int64, error) {
 	type page struct {
-		docs     []esstore.FeedDoc
+		docs     []event.Sequenced
 		from, to int64
 		err      error
 	}
@@ -274,7 +274,7 @@ func (a *Archiver) drain(ctx context.Context, lease Lease, sh esstore.Shard, fro
 		defer close(pages)
 		after := from
 		for after < sh.GlobalCheckpoint {
-			docs, err := a.es.ReadShard(rctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint, Size: a.cfg.BatchSize})
+			docs, err := a.es.ReadShard(rctx, event.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint, Size: a.cfg.BatchSize})
 			p := page{docs: docs, from: after, to: sh.GlobalCheckpoint, err: err}
 			if err == nil {
 				p.err = checkOrder(docs, after, sh.GlobalCheckpoint)
@@ -301,7 +301,7 @@ func (a *Archiver) drain(ctx context.Context, lease Lease, sh esstore.Shard, fro
 			return pos, fmt.Errorf("read %s[%d] after %d: %w", sh.Index, sh.Shard, p.from, p.err)
 		}
 		a.metrics.docsRead.Add(float64(len(p.docs)))
-		rows, err := toRows(p.docs)
+		rows, err := eventsOf(p.docs)
 		if err != nil {
 			return pos, fmt.Errorf("read %s[%d] after %d: %w", sh.Index, sh.Shard, p.from, err)
 		}
@@ -330,7 +330,7 @@ func (a *Archiver) drain(ctx context.Context, lease Lease, sh esstore.Shard, fro
 }
 
 // checkOrder guards the feed's contract: strictly increasing sequence numbers inside the range.
-func checkOrder(docs []esstore.FeedDoc, after, upTo int64) error {
+func checkOrder(docs []event.Sequenced, after, upTo int64) error {
 	prev := after
 	for _, d := range docs {
 		if d.SeqNo <= prev || d.SeqNo > upTo {
@@ -341,42 +341,34 @@ func checkOrder(docs []esstore.FeedDoc, after, upTo int64) error {
 	return nil
 }
 
-// toRows converts documents for PostgreSQL. A document the archive cannot store is an error,
-// never skipped: the archiver stops on it (reported in status) rather than lose it.
-func toRows(docs []esstore.FeedDoc) ([]pgstore.Row, error) {
-	rows := make([]pgstore.Row, len(docs))
+// eventsOf checks the feed's events before they are written. An event the archive cannot store
+// (no id, no client, a timestamp the store could not read) is an error, never skipped: the
+// archiver stops on it (reported in status) rather than lose it.
+func eventsOf(docs []event.Sequenced) ([]event.Event, error) {
+	rows := make([]event.Event, len(docs))
 	for i, d := range docs {
-		r, err := toRow(d.Doc)
-		if err != nil {
+		if err := storable(d.Event); err != nil {
 			return nil, fmt.Errorf("_seq_no %d: %w", d.SeqNo, err)
 		}
-		rows[i] = r
+		rows[i] = d.Event
 	}
 	return rows, nil
 }
 
-func toRow(d esstore.Doc) (pgstore.Row, error) {
-	if d.ID == "" || d.ClientID == "" {
-		return pgstore.Row{}, fmt.Errorf("document %q has no id or clientId", d.ID)
+// storable checks what the archive needs of an event read from Elasticsearch.
+func storable(e event.Event) error {
+	switch {
+	case e.ID == "" || e.ClientID == "":
+		return fmt.Errorf("document %q has no id or clientId", e.ID)
+	case e.Timestamp.IsZero() || e.IngestedAt.IsZero():
+		return fmt.Errorf("document %s: @timestamp or ingestedAt missing or unreadable", e.ID)
 	}
-	ts, err := time.Parse(time.RFC3339Nano, d.Timestamp)
-	if err != nil {
-		return pgstore.Row{}, fmt.Errorf("document %s: @timestamp: %w", d.ID, err)
-	}
-	ing, err := time.Parse(time.RFC3339Nano, d.IngestedAt)
-	if err != nil {
-		return pgstore.Row{}, fmt.Errorf("document %s: ingestedAt: %w", d.ID, err)
-	}
-	r := pgstore.Row{ID: d.ID, ClientID: d.ClientID, Type: d.Type, Timestamp: ts.UTC(), IngestedAt: ing.UTC()}
-	if len(d.Payload) > 0 {
-		r.Payload = []byte(d.Payload) // verbatim: jsonb parses it, numeric keeps every digit
-	}
-	return r, nil
+	return nil
 }
 
 // measureLag finds the oldest visible event beyond the checkpoints: the lag metric's source.
 // Failures leave the previous value, which keeps ageing.
-func (a *Archiver) measureLag(ctx context.Context, shards []esstore.Shard, at func(esstore.Shard) int64) {
+func (a *Archiver) measureLag(ctx context.Context, shards []event.Shard, at func(event.Shard) int64) {
 	var oldest time.Time
 	for _, sh := range shards {
 		if sh.MaxSeqNo <= at(sh) {
@@ -405,7 +397,7 @@ func (a *Archiver) lagWithoutPostgres(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	a.measureLag(ctx, shards, func(sh esstore.Shard) int64 {
+	a.measureLag(ctx, shards, func(sh event.Shard) int64 {
 		if p, ok := a.positions[shardKey{sh.IndexUUID, sh.Shard}]; ok {
 			return p
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/spillway/spillway/pkg/testenv"
+	"github.com/spillway/spillway/internal/testenv"
 )
 
 func testutilGauge(g prometheus.Gauge) float64 { return testutil.ToFloat64(g) }

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
@@ -89,7 +89,7 @@ const (
 
 // verifyShard is one shard of an index overlapping the range, with the archiver's position.
 type verifyShard struct {
-	esstore.Shard
+	event.Shard
 	day time.Time
 	at  int64
 }
@@ -177,11 +177,11 @@ func (a *Archiver) Verify(ctx context.Context, req VerifyRequest) (*Report, erro
 // dayBuckets cuts [from, to) into buckets of width bucket that never straddle a UTC midnight: an
 // event's identity is (id, UTC day), so inside one bucket an id names one event in either store
 // and comparing ids is exact.
-func dayBuckets(from, to time.Time, bucket time.Duration) []esstore.Range {
-	var out []esstore.Range
+func dayBuckets(from, to time.Time, bucket time.Duration) []event.Range {
+	var out []event.Range
 	for t := from; t.Before(to); {
 		end := minTime(minTime(t.Add(bucket), to), t.Truncate(24*time.Hour).Add(24*time.Hour))
-		out = append(out, esstore.Range{From: t, To: end})
+		out = append(out, event.Range{From: t, To: end})
 		t = end
 	}
 	return out
@@ -197,11 +197,11 @@ func (c bucketCount) differ() bool { return c.es != c.pg || c.esHash != c.pgHash
 
 // count counts each range on both sides: in Elasticsearch per shard, the part at or below the
 // shard's checkpoint and the rest (pending).
-func (v *verifier) count(ctx context.Context, ranges []esstore.Range) ([]bucketCount, error) {
+func (v *verifier) count(ctx context.Context, ranges []event.Range) ([]bucketCount, error) {
 	out := make([]bucketCount, len(ranges))
 	for _, sh := range v.shards {
 		var idx []int
-		var sub []esstore.Range
+		var sub []event.Range
 		for i, r := range ranges {
 			if sh.day.Before(r.To) && sh.day.Add(24*time.Hour).After(r.From) {
 				idx = append(idx, i)
@@ -221,9 +221,9 @@ func (v *verifier) count(ctx context.Context, ranges []esstore.Range) ([]bucketC
 			out[idx[j]].pending += c.Total - c.UpTo
 		}
 	}
-	pgRanges := make([]pgstore.Range, len(ranges))
+	pgRanges := make([]event.Range, len(ranges))
 	for i, r := range ranges {
-		pgRanges[i] = pgstore.Range{From: r.From, To: r.To}
+		pgRanges[i] = event.Range{From: r.From, To: r.To}
 	}
 	pg, err := v.a.pg.CountRanges(ctx, pgRanges)
 	if err != nil {
@@ -237,13 +237,13 @@ func (v *verifier) count(ctx context.Context, ranges []esstore.Range) ([]bucketC
 
 // drill narrows a mismatching range: small enough, it compares ids; otherwise it splits the
 // range and recurses into the parts whose counts differ.
-func (v *verifier) drill(ctx context.Context, r esstore.Range, b *BucketReport) error {
+func (v *verifier) drill(ctx context.Context, r event.Range, b *BucketReport) error {
 	width := r.To.Sub(r.From)
 	var c bucketCount
 	if width <= splitWays*time.Microsecond {
 		return v.compareIDs(ctx, r, b, 10*idLimit)
 	}
-	counts, err := v.count(ctx, []esstore.Range{r})
+	counts, err := v.count(ctx, []event.Range{r})
 	if err != nil {
 		return err
 	}
@@ -252,9 +252,9 @@ func (v *verifier) drill(ctx context.Context, r esstore.Range, b *BucketReport) 
 		return v.compareIDs(ctx, r, b, idLimit)
 	}
 	step := max((width / splitWays).Truncate(time.Microsecond), time.Microsecond)
-	var parts []esstore.Range
+	var parts []event.Range
 	for t := r.From; t.Before(r.To); t = t.Add(step) {
-		parts = append(parts, esstore.Range{From: t, To: minTime(t.Add(step), r.To)})
+		parts = append(parts, event.Range{From: t, To: minTime(t.Add(step), r.To)})
 	}
 	counts, err = v.count(ctx, parts)
 	if err != nil {
@@ -273,7 +273,7 @@ func (v *verifier) drill(ctx context.Context, r esstore.Range, b *BucketReport) 
 // compareIDs compares the ids of one range: archived-by-checkpoint ids absent from PostgreSQL
 // are missing; PostgreSQL ids absent from that set are extra unless Elasticsearch has them
 // beyond the checkpoint (ahead).
-func (v *verifier) compareIDs(ctx context.Context, r esstore.Range, b *BucketReport, limit int) error {
+func (v *verifier) compareIDs(ctx context.Context, r event.Range, b *BucketReport, limit int) error {
 	v.rep.Compared++
 	var esIDs []string
 	for _, sh := range v.shards {
@@ -288,7 +288,7 @@ func (v *verifier) compareIDs(ctx context.Context, r esstore.Range, b *BucketRep
 	}
 	sort.Strings(esIDs)
 	esIDs = slices.Compact(esIDs)
-	pgIDs, err := v.a.pg.IDsInRange(ctx, pgstore.Range{From: r.From, To: r.To}, limit)
+	pgIDs, err := v.a.pg.IDsInRange(ctx, event.Range{From: r.From, To: r.To}, limit)
 	if err != nil {
 		return err
 	}
@@ -352,21 +352,18 @@ func (v *verifier) compareIDs(ctx context.Context, r esstore.Range, b *BucketRep
 
 // repair copies the documents with the ids and an @timestamp in r from Elasticsearch into
 // PostgreSQL.
-func (a *Archiver) repair(ctx context.Context, ids []string, r esstore.Range) (int64, error) {
+func (a *Archiver) repair(ctx context.Context, ids []string, r event.Range) (int64, error) {
 	var inserted int64
 	for len(ids) > 0 {
 		n := min(len(ids), 1000)
-		docs, err := a.es.DocsByID(ctx, ids[:n], r)
+		rows, err := a.es.DocsByID(ctx, ids[:n], r)
 		if err != nil {
 			return inserted, fmt.Errorf("repair: %w", err)
 		}
-		rows := make([]pgstore.Row, 0, len(docs))
-		for _, d := range docs {
-			r, err := toRow(d)
-			if err != nil {
+		for _, e := range rows {
+			if err := storable(e); err != nil {
 				return inserted, fmt.Errorf("repair: %w", err)
 			}
-			rows = append(rows, r)
 		}
 		res, err := a.pg.CopyEvents(ctx, pgstore.OriginRepair, rows)
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
@@ -21,10 +21,9 @@ func archiveAll(es *fakeES, pg *fakePG) {
 	for _, s := range es.shards {
 		s.gcp = int64(len(s.docs)) - 1
 		s.visible = s.gcp
-		var rows []pgstore.Row
+		var rows []event.Event
 		for _, d := range s.docs {
-			r, _ := toRow(d.Doc)
-			rows = append(rows, r)
+			rows = append(rows, d.Event)
 		}
 		n := pg.insert(rows)
 		pg.cps[shardKey{s.uuid, s.shard}] = &pgstore.Checkpoint{IndexUUID: s.uuid, Shard: s.shard, IndexName: s.index, SeqNo: s.gcp, Rows: n}
@@ -53,7 +52,7 @@ func TestVerifyFindsGapsExtrasAndPending(t *testing.T) {
 	pg.mu.Lock()
 	pg.dropID("e00100")
 	pg.dropID("e00101")
-	extra := pgstore.Row{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(2*time.Hour + time.Minute)}
+	extra := event.Event{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(2*time.Hour + time.Minute)}
 	pg.events[keyOf(extra)] = extra
 	pg.mu.Unlock()
 	es.add("ev-2026.04.01", 0, doc("pending", day.Add(30*time.Minute)), true)
@@ -63,7 +62,7 @@ func TestVerifyFindsGapsExtrasAndPending(t *testing.T) {
 		s.visible = int64(len(s.docs)) - 1
 	}
 	es.mu.Unlock()
-	_, _ = pg.CopyEvents(ctx, pgstore.OriginBackfill, []pgstore.Row{mustRow(t, doc("ahead", day.Add(90*time.Minute)))})
+	_, _ = pg.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{doc("ahead", day.Add(90*time.Minute))})
 
 	rep, err = a.Verify(ctx, req)
 	if err != nil {
@@ -110,7 +109,7 @@ func TestVerifyMissingAndExtraInOneBucketDoNotCancelOut(t *testing.T) {
 	archiveAll(es, pg)
 	pg.mu.Lock()
 	pg.dropID("e00100")
-	extra := pgstore.Row{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(30 * time.Minute)}
+	extra := event.Event{ID: "zz-extra", ClientID: "c", Timestamp: day.Add(30 * time.Minute)}
 	pg.events[keyOf(extra)] = extra
 	pg.mu.Unlock()
 	a := New(es, pg, Options{Config: testConfig()})
@@ -125,15 +124,6 @@ func TestVerifyMissingAndExtraInOneBucketDoNotCancelOut(t *testing.T) {
 		strings.Join(rep.MissingIDs, ",") != "e00100" || strings.Join(rep.ExtraIDs, ",") != "zz-extra" {
 		t.Fatalf("report %+v", rep)
 	}
-}
-
-func mustRow(t *testing.T, d esstore.Doc) pgstore.Row {
-	t.Helper()
-	r, err := toRow(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
 }
 
 // A mismatching bucket too large to compare ids at once is split until the parts are small.

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/netproxy"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/client"
-	"github.com/spillway/spillway/pkg/netproxy"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // These tests run the client against the real ingest and search binaries on a test index

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -19,27 +18,13 @@ import (
 // storage precision (microseconds), the precision of both stores, so that a range means the
 // same events in Elasticsearch and PostgreSQL.
 
-// Range is the half-open interval [From, To) of event @timestamps, at microsecond precision.
-type Range struct{ From, To time.Time }
-
-func (r Range) filter() map[string]any {
+// rangeFilter is the @timestamp range filter of r, at storage precision.
+func rangeFilter(r event.Range) map[string]any {
 	return map[string]any{"range": map[string]any{"@timestamp": map[string]any{
 		"gte": event.Truncate(r.From).Format(event.TimeFormat),
 		"lt":  event.Truncate(r.To).Format(event.TimeFormat),
 	}}}
 }
-
-// RangeCount counts one range's documents in one shard.
-type RangeCount struct {
-	Total int64 // every visible document
-	UpTo  int64 // those with _seq_no ≤ the bound given (the archived part, by checkpoint)
-	// UpToHash is the sum of the idHash of the UpTo documents (event.IDHash; a document
-	// indexed without one counts 0).
-	UpToHash int64
-}
-
-// ErrTooMany means a range holds more documents than the caller's limit.
-var ErrTooMany = errors.New("too many documents in range")
 
 // shardPreference routes a search to one shard of an index.
 func (s *Store) shardPreference(shard int) func(*esapi.SearchRequest) {
@@ -57,17 +42,17 @@ func (s *Store) strict() []func(*esapi.SearchRequest) {
 
 // CountShard counts, for each range, the documents of one shard whose @timestamp is in it, in
 // total and with _seq_no ≤ upTo. Ranges must not overlap; at most 1,000 per call.
-func (s *Store) CountShard(ctx context.Context, index string, shard int, upTo int64, ranges []Range) ([]RangeCount, error) {
+func (s *Store) CountShard(ctx context.Context, index string, shard int, upTo int64, ranges []event.Range) ([]event.ShardCount, error) {
 	if len(ranges) == 0 {
 		return nil, nil
 	}
 	if len(ranges) > 1000 {
 		return nil, fmt.Errorf("count shard: %d ranges, at most 1000", len(ranges))
 	}
-	outer := Range{From: ranges[0].From, To: ranges[0].To}
+	outer := event.Range{From: ranges[0].From, To: ranges[0].To}
 	filters := make([]any, len(ranges))
 	for i, r := range ranges {
-		filters[i] = r.filter()
+		filters[i] = rangeFilter(r)
 		if r.From.Before(outer.From) {
 			outer.From = r.From
 		}
@@ -78,7 +63,7 @@ func (s *Store) CountShard(ctx context.Context, index string, shard int, upTo in
 	body := map[string]any{
 		"size":             0,
 		"track_total_hits": false,
-		"query":            map[string]any{"bool": map[string]any{"filter": []any{outer.filter()}}},
+		"query":            map[string]any{"bool": map[string]any{"filter": []any{rangeFilter(outer)}}},
 		"aggs": map[string]any{"r": map[string]any{
 			"filters": map[string]any{"filters": filters},
 			"aggs": map[string]any{"upto": map[string]any{
@@ -109,18 +94,18 @@ func (s *Store) CountShard(ctx context.Context, index string, shard int, upTo in
 	if len(out.Aggregations.R.Buckets) != len(ranges) {
 		return nil, fmt.Errorf("count %s[%d]: %d buckets for %d ranges", index, shard, len(out.Aggregations.R.Buckets), len(ranges))
 	}
-	counts := make([]RangeCount, len(ranges))
+	counts := make([]event.ShardCount, len(ranges))
 	for i, b := range out.Aggregations.R.Buckets {
 		// A double, exact below 2^53: ranges of up to 2^29 documents of 24-bit digests.
-		counts[i] = RangeCount{Total: b.DocCount, UpTo: b.UpTo.DocCount, UpToHash: int64(math.Round(b.UpTo.H.Value))}
+		counts[i] = event.ShardCount{Total: b.DocCount, UpTo: b.UpTo.DocCount, UpToHash: int64(math.Round(b.UpTo.H.Value))}
 	}
 	return counts, nil
 }
 
 // ShardIDs returns the ids of one shard's documents with @timestamp in r and _seq_no ≤ upTo,
-// sorted bytewise (keyword order, the order of PostgreSQL's COLLATE "C"), or ErrTooMany when
+// sorted bytewise (keyword order, the order of PostgreSQL's COLLATE "C"), or event.ErrTooMany when
 // there are more than limit.
-func (s *Store) ShardIDs(ctx context.Context, index string, shard int, upTo int64, r Range, limit int) ([]string, error) {
+func (s *Store) ShardIDs(ctx context.Context, index string, shard int, upTo int64, r event.Range, limit int) ([]string, error) {
 	var ids []string
 	var after []json.RawMessage
 	for {
@@ -130,7 +115,7 @@ func (s *Store) ShardIDs(ctx context.Context, index string, shard int, upTo int6
 			"track_total_hits": false,
 			"_source":          false,
 			"query": map[string]any{"bool": map[string]any{"filter": []any{
-				r.filter(),
+				rangeFilter(r),
 				map[string]any{"range": map[string]any{"_seq_no": map[string]any{"lte": upTo}}},
 			}}},
 			"sort": []any{map[string]any{"id": "asc"}},
@@ -152,7 +137,7 @@ func (s *Store) ShardIDs(ctx context.Context, index string, shard int, upTo int6
 			after = h.Sort
 		}
 		if len(ids) > limit {
-			return nil, fmt.Errorf("ids of %s[%d]: %w (more than %d)", index, shard, ErrTooMany, limit)
+			return nil, fmt.Errorf("ids of %s[%d]: %w (more than %d)", index, shard, event.ErrTooMany, limit)
 		}
 		if len(out.Hits.Hits) < page {
 			return ids, nil
@@ -163,7 +148,7 @@ func (s *Store) ShardIDs(ctx context.Context, index string, shard int, upTo int6
 // DocsByID returns the documents with the ids and an @timestamp in r, from every event index
 // (at most 10,000 ids). Within one UTC day an id names one document; a range across midnight may
 // return one per day.
-func (s *Store) DocsByID(ctx context.Context, ids []string, r Range) ([]Doc, error) {
+func (s *Store) DocsByID(ctx context.Context, ids []string, r event.Range) ([]event.Event, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -175,16 +160,16 @@ func (s *Store) DocsByID(ctx context.Context, ids []string, r Range) ([]Doc, err
 		"track_total_hits": false,
 		"query": map[string]any{"bool": map[string]any{"filter": []any{
 			map[string]any{"ids": map[string]any{"values": ids}},
-			r.filter(),
+			rangeFilter(r),
 		}}},
 	}
 	var out searchResponse
 	if err := s.search(ctx, s.Pattern(), body, &out, s.es.Search.WithAllowPartialSearchResults(false)); err != nil {
 		return nil, fmt.Errorf("docs by id: %w", err)
 	}
-	docs := make([]Doc, 0, len(out.Hits.Hits))
+	docs := make([]event.Event, 0, len(out.Hits.Hits))
 	for _, h := range out.Hits.Hits {
-		docs = append(docs, h.Source)
+		docs = append(docs, h.Source.event())
 	}
 	return docs, nil
 }
@@ -222,8 +207,8 @@ func (s *Store) OldestAfter(ctx context.Context, index string, shard int, after 
 }
 
 // CountRange counts the visible documents of every event index with @timestamp in r.
-func (s *Store) CountRange(ctx context.Context, r Range) (int64, error) {
-	body, _ := json.Marshal(map[string]any{"query": r.filter()})
+func (s *Store) CountRange(ctx context.Context, r event.Range) (int64, error) {
+	body, _ := json.Marshal(map[string]any{"query": rangeFilter(r)})
 	res, err := s.es.Count(s.es.Count.WithIndex(s.Pattern()), s.es.Count.WithBody(bytes.NewReader(body)),
 		s.es.Count.WithAllowNoIndices(true), s.es.Count.WithContext(ctx))
 	var out struct {
@@ -238,7 +223,7 @@ func (s *Store) CountRange(ctx context.Context, r Range) (int64, error) {
 // ScanRange reads every document of the event indices with @timestamp in r, in pages of size,
 // from one point-in-time snapshot (documents indexed after the scan starts are not included:
 // the feed archives those). fn gets each page; an error from fn stops the scan.
-func (s *Store) ScanRange(ctx context.Context, r Range, size int, fn func([]Doc) error) error {
+func (s *Store) ScanRange(ctx context.Context, r event.Range, size int, fn func([]event.Event) error) error {
 	const keepAlive = "5m"
 	res, err := s.es.OpenPointInTime([]string{s.Pattern()}, keepAlive, s.es.OpenPointInTime.WithContext(ctx))
 	var pit struct {
@@ -253,7 +238,7 @@ func (s *Store) ScanRange(ctx context.Context, r Range, size int, fn func([]Doc)
 		body := map[string]any{
 			"size":             size,
 			"track_total_hits": false,
-			"query":            r.filter(),
+			"query":            rangeFilter(r),
 			"pit":              map[string]any{"id": pit.ID, "keep_alive": keepAlive},
 			// _shard_doc is the cheapest total order of a point in time.
 			"sort": []any{map[string]any{"_shard_doc": "asc"}},
@@ -271,9 +256,9 @@ func (s *Store) ScanRange(ctx context.Context, r Range, size int, fn func([]Doc)
 		if len(out.Hits.Hits) == 0 {
 			return nil
 		}
-		docs := make([]Doc, len(out.Hits.Hits))
+		docs := make([]event.Event, len(out.Hits.Hits))
 		for i, h := range out.Hits.Hits {
-			docs[i] = h.Source
+			docs[i] = h.Source.event()
 		}
 		after = out.Hits.Hits[len(out.Hits.Hits)-1].Sort
 		if err := fn(docs); err != nil {

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestArchiveReads(t *testing.T) {
@@ -37,11 +37,11 @@ func TestArchiveReads(t *testing.T) {
 		evs = append(evs, event.Event{ID: fmt.Sprintf("d2-%02d", i), ClientID: "c",
 			Timestamp: day.Add(24*time.Hour + time.Duration(i)*time.Microsecond), IngestedAt: ingested})
 	}
-	created, conflicts, err := s.BulkCreate(ctx, evs)
+	created, conflicts, err := testenv.BulkCreate(ctx, s, evs)
 	if err != nil || created != 50 || conflicts != 0 {
 		t.Fatalf("bulk: %d %d %v", created, conflicts, err)
 	}
-	created, conflicts, err = s.BulkCreate(ctx, evs[:3])
+	created, conflicts, err = testenv.BulkCreate(ctx, s, evs[:3])
 	if err != nil || created != 0 || conflicts != 3 {
 		t.Fatalf("bulk again: %d created, %d conflicts, %v", created, conflicts, err)
 	}
@@ -53,7 +53,7 @@ func TestArchiveReads(t *testing.T) {
 		t.Fatalf("shards %+v %v", shards, err)
 	}
 	// Counts per range, summed over the shards, split by a _seq_no bound.
-	ranges := []esstore.Range{{day, day.Add(10 * time.Hour)}, {day.Add(10 * time.Hour), day.Add(24 * time.Hour)}}
+	ranges := []event.Range{{From: day, To: day.Add(10 * time.Hour)}, {From: day.Add(10 * time.Hour), To: day.Add(24 * time.Hour)}}
 	var totals, hashes [2]int64
 	var upToNone int64
 	var allIDs []string
@@ -77,7 +77,7 @@ func TestArchiveReads(t *testing.T) {
 			t.Fatal(err)
 		}
 		upToNone += c[0].UpTo + c[1].UpTo
-		ids, err := s.ShardIDs(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, esstore.Range{From: day, To: day.Add(24 * time.Hour)}, 100)
+		ids, err := s.ShardIDs(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, event.Range{From: day, To: day.Add(24 * time.Hour)}, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,11 +86,11 @@ func TestArchiveReads(t *testing.T) {
 		}
 		allIDs = append(allIDs, ids...)
 		if len(ids) > 1 {
-			if _, err := s.ShardIDs(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, esstore.Range{From: day, To: day.Add(24 * time.Hour)}, len(ids)-1); !errors.Is(err, esstore.ErrTooMany) {
+			if _, err := s.ShardIDs(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, event.Range{From: day, To: day.Add(24 * time.Hour)}, len(ids)-1); !errors.Is(err, event.ErrTooMany) {
 				t.Fatalf("ids over the limit: %v", err)
 			}
 		}
-		none, err := s.ShardIDs(ctx, sh.Index, sh.Shard, -1, esstore.Range{From: day, To: day.Add(24 * time.Hour)}, 100)
+		none, err := s.ShardIDs(ctx, sh.Index, sh.Shard, -1, event.Range{From: day, To: day.Add(24 * time.Hour)}, 100)
 		if err != nil || len(none) != 0 {
 			t.Fatalf("ids below seq 0: %v %v", none, err)
 		}
@@ -112,7 +112,7 @@ func TestArchiveReads(t *testing.T) {
 	var n2 int64
 	for _, sh := range shards {
 		if sh.Index == s.IndexFor(d2) {
-			c, err := s.CountShard(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, []esstore.Range{{d2.Add(3 * time.Microsecond), d2.Add(7 * time.Microsecond)}})
+			c, err := s.CountShard(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, []event.Range{{From: d2.Add(3 * time.Microsecond), To: d2.Add(7 * time.Microsecond)}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,11 +122,11 @@ func TestArchiveReads(t *testing.T) {
 	if n2 != 4 {
 		t.Fatalf("microsecond range counted %d, want 4", n2)
 	}
-	if n, err := s.CountRange(ctx, esstore.Range{From: day, To: d2.Add(5 * time.Microsecond)}); err != nil || n != 45 {
+	if n, err := s.CountRange(ctx, event.Range{From: day, To: d2.Add(5 * time.Microsecond)}); err != nil || n != 45 {
 		t.Fatalf("count range %d %v", n, err)
 	}
 
-	docs, err := s.DocsByID(ctx, []string{"d1-07", "d2-03", "nope"}, esstore.Range{From: day, To: day.Add(72 * time.Hour)})
+	docs, err := s.DocsByID(ctx, []string{"d1-07", "d2-03", "nope"}, event.Range{From: day, To: day.Add(72 * time.Hour)})
 	if err != nil || len(docs) != 2 {
 		t.Fatalf("docs by id: %+v %v", docs, err)
 	}
@@ -153,7 +153,7 @@ func TestArchiveReads(t *testing.T) {
 	// A scan of a time range in small pages sees each document once.
 	seen := map[string]int{}
 	pages := 0
-	err = s.ScanRange(ctx, esstore.Range{From: day.Add(5 * time.Hour), To: d2.Add(time.Hour)}, 7, func(docs []esstore.Doc) error {
+	err = s.ScanRange(ctx, event.Range{From: day.Add(5 * time.Hour), To: d2.Add(time.Hour)}, 7, func(docs []event.Event) error {
 		pages++
 		for _, d := range docs {
 			seen[d.ID]++
@@ -172,7 +172,7 @@ func TestArchiveReads(t *testing.T) {
 		}
 	}
 	// Nothing to scan is not an error.
-	if err := s.ScanRange(ctx, esstore.Range{From: day.Add(-48 * time.Hour), To: day.Add(-24 * time.Hour)}, 7, func([]esstore.Doc) error {
+	if err := s.ScanRange(ctx, event.Range{From: day.Add(-48 * time.Hour), To: day.Add(-24 * time.Hour)}, 7, func([]event.Event) error {
 		return errors.New("called for an empty range")
 	}); err != nil {
 		t.Fatal(err)
@@ -188,19 +188,19 @@ func TestReadShardOfMissingIndexFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.ReadShard(ctx, esstore.FeedQuery{Index: cfg.IndexPrefix + "-2020.01.01", Shard: 0, After: -1, UpTo: 10, Size: 10})
+	_, err = s.ReadShard(ctx, event.FeedQuery{Index: cfg.IndexPrefix + "-2020.01.01", Shard: 0, After: -1, UpTo: 10, Size: 10})
 	if err == nil {
 		t.Fatal("reading a missing index succeeded")
 	}
-	if _, err := s.CountShard(ctx, cfg.IndexPrefix+"-2020.01.01", 0, 10, []esstore.Range{{time.Now(), time.Now().Add(time.Hour)}}); err == nil {
+	if _, err := s.CountShard(ctx, cfg.IndexPrefix+"-2020.01.01", 0, 10, []event.Range{{From: time.Now(), To: time.Now().Add(time.Hour)}}); err == nil {
 		t.Fatal("counting a missing index succeeded")
 	}
 	// Without any index, range reads are empty, not errors.
-	r := esstore.Range{From: time.Now().Add(-time.Hour), To: time.Now()}
+	r := event.Range{From: time.Now().Add(-time.Hour), To: time.Now()}
 	if n, err := s.CountRange(ctx, r); err != nil || n != 0 {
 		t.Fatalf("count without indices: %d %v", n, err)
 	}
-	if err := s.ScanRange(ctx, r, 10, func([]esstore.Doc) error { return errors.New("called") }); err != nil {
+	if err := s.ScanRange(ctx, r, 10, func([]event.Event) error { return errors.New("called") }); err != nil {
 		t.Fatalf("scan without indices: %v", err)
 	}
 }

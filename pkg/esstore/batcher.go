@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // bulkSender sends one bulk request. It is the batcher's only contact with Elasticsearch
@@ -42,7 +44,7 @@ type queuedItem struct {
 
 type itemResult struct {
 	i   int
-	out Outcome
+	out event.Outcome
 }
 
 // batch is one bulk request in the making.
@@ -73,7 +75,7 @@ type batcher struct {
 	maxBytes int
 	linger   time.Duration
 	timeout  time.Duration // of one bulk request; 0: none besides the transport's
-	onFlush  func(Flush)
+	onFlush  func(event.Flush)
 	now      func() time.Time
 	life     context.Context // cancelled when Close gives up: requests in flight end
 	abort    context.CancelFunc
@@ -90,7 +92,7 @@ type batcher struct {
 	timerAt  time.Time
 }
 
-func newBatcher(sender bulkSender, lim *limiter, maxBytes int, linger, timeout time.Duration, onFlush func(Flush), now func() time.Time) *batcher {
+func newBatcher(sender bulkSender, lim *limiter, maxBytes int, linger, timeout time.Duration, onFlush func(event.Flush), now func() time.Time) *batcher {
 	b := &batcher{sender: sender, lim: lim, maxBytes: max(maxBytes, 1), linger: max(linger, 0), timeout: timeout,
 		onFlush: onFlush, now: now, sending: map[*batch]struct{}{}}
 	b.life, b.abort = context.WithCancel(context.Background())
@@ -218,12 +220,12 @@ func (b *batcher) run(bt *batch, seq uint64, inflight int) {
 	live := make([]queuedItem, 0, len(bt.items))
 	for _, it := range bt.items {
 		if it.ctx.Err() != nil {
-			it.results <- itemResult{it.i, Outcome{Result: Pending, Reason: "not sent: the request ended first"}}
+			it.results <- itemResult{it.i, event.Outcome{Result: event.Pending, Reason: "not sent: the request ended first"}}
 			continue
 		}
 		live = append(live, it)
 	}
-	f := Flush{Searchable: bt.searchable, Events: len(live)}
+	f := event.Flush{Searchable: bt.searchable, Events: len(live)}
 	var answers []itemAnswer
 	var err error
 	if len(live) > 0 {
@@ -267,9 +269,9 @@ func (b *batcher) run(bt *batch, seq uint64, inflight int) {
 	}
 
 	for n, it := range live {
-		var o Outcome
+		var o event.Outcome
 		if err != nil {
-			o = Outcome{Result: Pending, Status: f.Status, Reason: err.Error()}
+			o = event.Outcome{Result: event.Pending, Status: f.Status, Reason: err.Error()}
 		} else {
 			o = classify(answers[n])
 		}
@@ -374,7 +376,7 @@ func (b *batcher) close(ctx context.Context) error {
 	b.abort()
 	for _, bt := range left {
 		for _, it := range bt.items {
-			it.results <- itemResult{it.i, Outcome{Result: Pending, Reason: "not sent: the bulk writer was closed first"}}
+			it.results <- itemResult{it.i, event.Outcome{Result: event.Pending, Reason: "not sent: the bulk writer was closed first"}}
 		}
 		close(bt.done)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // fakeSender holds every bulk request until the test answers it: the test decides what is in
@@ -86,14 +88,14 @@ type rig struct {
 	b      *batcher
 	sender *fakeSender
 	clock  *fakeClock
-	flushs chan Flush
+	flushs chan event.Flush
 }
 
 func newRig(t *testing.T, maxConcurrent, maxBytes int, linger time.Duration) *rig {
 	t.Helper()
-	r := &rig{t: t, sender: newFakeSender(), clock: newFakeClock(), flushs: make(chan Flush, 100)}
+	r := &rig{t: t, sender: newFakeSender(), clock: newFakeClock(), flushs: make(chan event.Flush, 100)}
 	lim := newLimiter(maxConcurrent, maxConcurrent, r.clock.now)
-	r.b = newBatcher(r.sender, lim, maxBytes, linger, 0, func(f Flush) { r.flushs <- f }, r.clock.now)
+	r.b = newBatcher(r.sender, lim, maxBytes, linger, 0, func(f event.Flush) { r.flushs <- f }, r.clock.now)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -126,9 +128,9 @@ func (r *rig) inflight() int {
 	return r.b.inflight
 }
 
-func outcomesOf(t *testing.T, results chan itemResult, n int) []Outcome {
+func outcomesOf(t *testing.T, results chan itemResult, n int) []event.Outcome {
 	t.Helper()
-	out := make([]Outcome, n)
+	out := make([]event.Outcome, n)
 	for range n {
 		select {
 		case res := <-results:
@@ -153,7 +155,7 @@ func TestBatcherSendsAtOnceWhenIdle(t *testing.T) {
 		t.Fatalf("sent %v searchable=%v, want a alone", c.ids, c.searchable)
 	}
 	c.answer(201)
-	if out := outcomesOf(t, res, 1); out[0].Result != Created {
+	if out := outcomesOf(t, res, 1); out[0].Result != event.Created {
 		t.Fatalf("outcome %+v", out[0])
 	}
 	if f := <-r.flushs; f.Events != 1 || f.Bytes != int64(len(line("a"))) || f.Failed() || f.Limit != 2 {
@@ -189,11 +191,11 @@ func TestBatcherGathersWhileRequestsAreInFlight(t *testing.T) {
 	second.answer(201)
 	third.answer(201)
 	for _, res := range later {
-		if out := outcomesOf(t, res, 1); out[0].Result != Created {
+		if out := outcomesOf(t, res, 1); out[0].Result != event.Created {
 			t.Fatalf("outcome %+v", out[0])
 		}
 	}
-	var gathered []Flush
+	var gathered []event.Flush
 	for range 3 {
 		if f := <-r.flushs; f.Events > 1 {
 			gathered = append(gathered, f)
@@ -266,7 +268,7 @@ func TestBatcherAnswersEveryItem(t *testing.T) {
 	a[4].Status, a[4].Error.Type = 403, "cluster_block_exception"
 	c.reply <- fakeReply{answers: a, status: 200}
 	out := outcomesOf(t, res, 5)
-	want := []Result{Created, Duplicate, Pending, Rejected, Pending}
+	want := []event.WriteResult{event.Created, event.Duplicate, event.Pending, event.Rejected, event.Pending}
 	for i, o := range out {
 		if o.Result != want[i] {
 			t.Errorf("item %d: %+v, want %v", i, o, want[i])
@@ -279,12 +281,12 @@ func TestBatcherAnswersEveryItem(t *testing.T) {
 		t.Errorf("flush %+v: want one throttled item, not failed", f)
 	}
 
-	// A request that failed as a whole: every item is Pending with the reason.
+	// A request that failed as a whole: every item is event.Pending with the reason.
 	res = r.add(ctx, false, "x", "y")
 	c = r.sender.next(t)
 	c.reply <- fakeReply{status: 200, err: errors.New("bulk response: 0 items for 2 sent")}
 	for i, o := range outcomesOf(t, res, 2) {
-		if o.Result != Pending || !strings.Contains(o.Reason, "0 items for 2 sent") {
+		if o.Result != event.Pending || !strings.Contains(o.Reason, "0 items for 2 sent") {
 			t.Errorf("item %d of a request without item answers: %+v", i, o)
 		}
 	}
@@ -293,7 +295,7 @@ func TestBatcherAnswersEveryItem(t *testing.T) {
 	}
 	res = r.add(ctx, false, "z")
 	r.sender.next(t).reply <- fakeReply{err: errors.New("connection refused")}
-	if o := outcomesOf(t, res, 1)[0]; o.Result != Pending || o.Reason != "connection refused" {
+	if o := outcomesOf(t, res, 1)[0]; o.Result != event.Pending || o.Reason != "connection refused" {
 		t.Errorf("transport error: %+v", o)
 	}
 	if f := <-r.flushs; !f.Failed() || f.Limit != 1 {
@@ -315,7 +317,7 @@ func TestBatcherDoesNotSendAbandonedItems(t *testing.T) {
 		t.Fatalf("sent %v, want only the item whose writer still waits", c.ids)
 	}
 	c.answer(201)
-	if o := outcomesOf(t, abandoned, 1)[0]; o.Result != Pending {
+	if o := outcomesOf(t, abandoned, 1)[0]; o.Result != event.Pending {
 		t.Errorf("abandoned item: %+v", o)
 	}
 	outcomesOf(t, kept, 1)
@@ -355,7 +357,7 @@ func TestBatcherLingerFlushAndCloseDrain(t *testing.T) {
 	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
-	if o := outcomesOf(t, second, 1)[0]; o.Result != Created {
+	if o := outcomesOf(t, second, 1)[0]; o.Result != event.Created {
 		t.Fatalf("drained item: %+v", o)
 	}
 	if err := r.b.add(false, []queuedItem{{line: line("late"), ctx: ctx, results: make(chan itemResult, 1)}}); !errors.Is(err, errClosed) {
@@ -364,7 +366,7 @@ func TestBatcherLingerFlushAndCloseDrain(t *testing.T) {
 }
 
 // When Close runs out of time, the request in flight is cancelled and what was never sent is
-// answered Pending: no writer waits for a result that cannot come.
+// answered event.Pending: no writer waits for a result that cannot come.
 func TestBatcherCloseThatGivesUpAnswersEverything(t *testing.T) {
 	r := newRig(t, 1, 1<<20, 0)
 	ctx := context.Background()
@@ -376,11 +378,11 @@ func TestBatcherCloseThatGivesUpAnswersEverything(t *testing.T) {
 	if err := r.b.close(expired); !errors.Is(err, context.Canceled) {
 		t.Fatalf("close: %v", err)
 	}
-	if o := outcomesOf(t, inFlight, 1)[0]; o.Result != Pending {
+	if o := outcomesOf(t, inFlight, 1)[0]; o.Result != event.Pending {
 		t.Errorf("in flight at close: %+v", o)
 	}
 	for _, o := range outcomesOf(t, queued, 2) {
-		if o.Result != Pending || !strings.Contains(o.Reason, "closed") {
+		if o.Result != event.Pending || !strings.Contains(o.Reason, "closed") {
 			t.Errorf("queued at close: %+v", o)
 		}
 	}

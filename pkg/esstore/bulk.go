@@ -31,67 +31,12 @@ type BulkConfig struct {
 	// OnFlush, when set, is called after every bulk request with its outcome (for metrics and
 	// the caller's circuit breaker). It runs on the goroutine that sent the request: it must be
 	// fast and safe for concurrent use.
-	OnFlush func(Flush)
+	OnFlush func(event.Flush)
 	// Timeout is the bulk API's timeout: how long Elasticsearch lets an item wait for an
 	// unassigned primary shard or an index creation (default 1m). Waiting longer than the
 	// callers do only keeps a slot busy; ingest passes its acknowledgement timeout. A bulk
 	// request is abandoned a few seconds after it.
 	Timeout time.Duration
-}
-
-// Flush describes one bulk request as seen on the wire.
-type Flush struct {
-	Searchable bool          // sent with refresh=wait_for
-	Events     int           // items in the request
-	Bytes      int64         // request body size
-	Waited     time.Duration // how long its first event waited for it to be sent
-	Took       time.Duration // until the response was read (or the transport error)
-	Status     int           // HTTP status; 0 when no response arrived
-	Err        error         // transport error (connection refused, reset, timeout)
-	Throttled  int           // items answered 429 (the cluster's write queue is full)
-	Limit      int           // bulk requests allowed in flight after this answer
-}
-
-// Failed reports whether the cluster was unreachable or answered with a server error, as opposed
-// to answering (possibly with per-item failures).
-func (f Flush) Failed() bool { return f.Err != nil || f.Status >= 500 }
-
-// Result is what became of one event in a Write.
-type Result int
-
-// Results of one event.
-const (
-	// Pending: not acknowledged before the context ended. The event may or may not be stored;
-	// writing it again with the same id is safe.
-	Pending Result = iota
-	// Created: stored by this write, durably (translog fsynced on every in-sync copy).
-	Created
-	// Duplicate: an event with this id already exists in the event's daily index. A retried
-	// event is a success, not an error.
-	Duplicate
-	// Rejected: Elasticsearch refused the document (a 4xx other than 409 and 429, and not an
-	// index block). Retrying will not help.
-	Rejected
-)
-
-func (r Result) String() string {
-	switch r {
-	case Created:
-		return "created"
-	case Duplicate:
-		return "duplicate"
-	case Rejected:
-		return "rejected"
-	}
-	return "pending"
-}
-
-// Outcome is the result of one event with Elasticsearch's reason for failures.
-type Outcome struct {
-	Result   Result
-	Status   int    // the item's status in the bulk response; 0 if none arrived
-	Reason   string // why it was rejected, or why the last attempt failed
-	Attempts int    // times it was sent
 }
 
 // BulkWriter writes events with group commit: concurrent writers share bulk requests (see
@@ -184,14 +129,14 @@ func (s *esSender) sendBulk(ctx context.Context, body []byte, n int, searchable 
 	return answers, res.StatusCode, nil
 }
 
-// Write stores events and returns one Outcome per event, in order. With searchable, it returns
+// Write stores events and returns one event.Outcome per event, in order. With searchable, it returns
 // only once the events are visible to search (refresh=wait_for, not a forced refresh).
 //
 // Items answered 429 or 5xx, and items of bulk requests that failed as a whole, are sent again
 // with capped exponential backoff until they succeed or ctx ends. When ctx ends first, the
 // remaining events are Pending and the error matches event.ErrUnavailable; it also wraps
 // context.Cause(ctx). Rejected events do not make Write fail: the caller reads the outcomes.
-func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable bool) ([]Outcome, error) {
+func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable bool) ([]event.Outcome, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, maxWait)
@@ -205,7 +150,7 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 		}
 		lines[i] = b
 	}
-	out := make([]Outcome, len(events))
+	out := make([]event.Outcome, len(events))
 	pending := make([]int, len(events))
 	for i := range pending {
 		pending[i] = i
@@ -238,7 +183,7 @@ func (w *BulkWriter) Write(ctx context.Context, events []event.Event, searchable
 		}
 		pending = pending[:0]
 		for i := range out {
-			if out[i].Result == Pending {
+			if out[i].Result == event.Pending {
 				pending = append(pending, i)
 			}
 		}
@@ -269,10 +214,10 @@ func bulkLine(index string, e event.Event) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// classify turns an item's answer into an Outcome.
-func classify(a itemAnswer) Outcome {
+// classify turns an item's answer into an event.Outcome.
+func classify(a itemAnswer) event.Outcome {
 	if a.Error.Type == "" && a.Status >= 200 && a.Status < 300 {
-		return Outcome{Result: Created, Status: a.Status}
+		return event.Outcome{Result: event.Created, Status: a.Status}
 	}
 	reason := a.Error.Type + ": " + a.Error.Reason
 	if a.Error.Cause.Type != "" {
@@ -283,25 +228,25 @@ func classify(a itemAnswer) Outcome {
 	}
 	switch {
 	case a.Status == http.StatusConflict:
-		return Outcome{Result: Duplicate, Status: a.Status}
+		return event.Outcome{Result: event.Duplicate, Status: a.Status}
 	case a.Status == http.StatusTooManyRequests || a.Status >= 500:
-		return Outcome{Result: Pending, Status: a.Status, Reason: reason}
+		return event.Outcome{Result: event.Pending, Status: a.Status, Reason: reason}
 	case a.Error.Type == "cluster_block_exception":
 		// A block is the cluster refusing writes (index.blocks.write or read_only: 403; a full
 		// disk's read_only_allow_delete comes as 429), not the event being wrong: retry it, and
 		// let the caller answer "unavailable". Rejecting it would tell the client to drop a valid
 		// event.
-		return Outcome{Result: Pending, Status: a.Status, Reason: reason}
+		return event.Outcome{Result: event.Pending, Status: a.Status, Reason: reason}
 	default:
-		return Outcome{Result: Rejected, Status: a.Status, Reason: reason}
+		return event.Outcome{Result: event.Rejected, Status: a.Status, Reason: reason}
 	}
 }
 
 // unacknowledged is Write's error when some events are still pending.
-func (w *BulkWriter) unacknowledged(ctx context.Context, out []Outcome) error {
+func (w *BulkWriter) unacknowledged(ctx context.Context, out []event.Outcome) error {
 	n, last := 0, ""
 	for _, o := range out {
-		if o.Result == Pending {
+		if o.Result == event.Pending {
 			n++
 			if o.Reason != "" {
 				last = o.Reason
@@ -344,7 +289,7 @@ func EncodeDoc(e event.Event) ([]byte, error) { return encodeDoc(e) }
 // the bulk body's NDJSON framing, is compacted first; one that is not JSON is refused by
 // Elasticsearch for that event alone.
 func encodeDoc(e event.Event) ([]byte, error) {
-	d := ToDoc(e)
+	d := toDoc(e)
 	payload := d.Payload
 	d.Payload = nil
 	var buf bytes.Buffer

@@ -37,3 +37,24 @@ func TestEncodeDoc(t *testing.T) {
 		})
 	}
 }
+
+// A document read back is the event written, at storage precision; times that cannot be read
+// come back as the zero time, which the archive refuses to store (archive.storable).
+func TestDocRoundTrip(t *testing.T) {
+	ts := time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
+	e := event.Event{ID: "a", ClientID: "c", Type: "t", Timestamp: ts, IngestedAt: ts.Add(time.Second), Payload: json.RawMessage(`{"n":1}`)}
+	got := toDoc(e).event()
+	want := e
+	want.Timestamp, want.IngestedAt = event.Truncate(e.Timestamp), event.Truncate(e.IngestedAt)
+	if !got.Timestamp.Equal(want.Timestamp) || !got.IngestedAt.Equal(want.IngestedAt) || got.ID != "a" || got.ClientID != "c" ||
+		got.Type != "t" || string(got.Payload) != `{"n":1}` {
+		t.Fatalf("round trip: %+v, want %+v", got, want)
+	}
+	for _, bad := range []string{"", "yesterday", "2026-13-01T00:00:00Z"} {
+		d := toDoc(e)
+		d.Timestamp, d.IngestedAt = bad, bad
+		if got := d.event(); !got.Timestamp.IsZero() || !got.IngestedAt.IsZero() {
+			t.Errorf("%q: read as %s / %s, want the zero time", bad, got.Timestamp, got.IngestedAt)
+		}
+	}
+}

@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func bulkWriter(t *testing.T, cfg config.Elasticsearch, bc esstore.BulkConfig) (*esstore.Store, *esstore.BulkWriter) {
@@ -53,7 +53,7 @@ func TestBulkWriteCreatesDuplicatesAndRejects(t *testing.T) {
 	cfg := testenv.ES(t)
 	ctx := testenv.Context(t, time.Minute)
 	var flushes atomic.Int64
-	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(f esstore.Flush) {
+	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(f event.Flush) {
 		if f.Failed() || f.Bytes <= 0 {
 			t.Errorf("flush %+v", f)
 		}
@@ -70,10 +70,10 @@ func TestBulkWriteCreatesDuplicatesAndRejects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	if out[0].Result != esstore.Created || out[0].Attempts != 1 {
+	if out[0].Result != event.Created || out[0].Attempts != 1 {
 		t.Errorf("good event: %+v", out[0])
 	}
-	if out[1].Result != esstore.Rejected || out[1].Status != 400 || !strings.Contains(out[1].Reason, "document_parsing_exception") {
+	if out[1].Result != event.Rejected || out[1].Status != 400 || !strings.Contains(out[1].Reason, "document_parsing_exception") {
 		t.Errorf("too deep event: %+v", out[1])
 	}
 
@@ -94,7 +94,7 @@ func TestBulkWriteCreatesDuplicatesAndRejects(t *testing.T) {
 	// The same id again, alone or with a new event: a duplicate, not an error.
 	fresh := newEvent("c2", "")
 	out, err = w.Write(ctx, []event.Event{good, fresh}, false)
-	if err != nil || out[0].Result != esstore.Duplicate || out[1].Result != esstore.Created {
+	if err != nil || out[0].Result != event.Duplicate || out[1].Result != event.Created {
 		t.Fatalf("rewrite: %+v %v", out, err)
 	}
 	if flushes.Load() == 0 {
@@ -114,7 +114,7 @@ func TestBulkWriteSearchableIsVisibleAtOnce(t *testing.T) {
 	}
 	e := newEvent("c", "")
 	out, err := w.Write(ctx, []event.Event{e}, true)
-	if err != nil || out[0].Result != esstore.Created {
+	if err != nil || out[0].Result != event.Created {
 		t.Fatalf("Write: %+v %v", out, err)
 	}
 	if _, err := s.Get(ctx, e.ID, time.Time{}); err != nil { // Get is a search: no realtime get
@@ -127,7 +127,7 @@ func TestBulkWritersShareRequests(t *testing.T) {
 	ctx := testenv.Context(t, time.Minute)
 	var requests atomic.Int64
 	// No linger: the first writers are sent at once, the others gather while those are in flight.
-	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(esstore.Flush) { requests.Add(1) }})
+	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(event.Flush) { requests.Add(1) }})
 	if err := s.InstallTemplate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestBulkWritersShareRequests(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			out, err := w.Write(ctx, []event.Event{newEvent(fmt.Sprint("c", i), "")}, false)
-			if err != nil || out[0].Result != esstore.Created {
+			if err != nil || out[0].Result != event.Created {
 				t.Errorf("Write: %+v %v", out, err)
 			}
 		}()
@@ -163,7 +163,7 @@ func TestBulkCloseDrains(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		out, err := w.Write(ctx, []event.Event{e}, false)
-		if err == nil && out[0].Result != esstore.Created {
+		if err == nil && out[0].Result != event.Created {
 			err = fmt.Errorf("outcome %+v", out[0])
 		}
 		done <- err
@@ -193,7 +193,7 @@ func TestBulkCloseDrains(t *testing.T) {
 func TestBulkWriteUnreachableIsPendingAtDeadline(t *testing.T) {
 	cfg := testenv.DefaultES(fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)))
 	var failed atomic.Int64
-	_, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(f esstore.Flush) {
+	_, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(f event.Flush) {
 		if f.Failed() && f.Err != nil {
 			failed.Add(1)
 		}
@@ -205,7 +205,7 @@ func TestBulkWriteUnreachableIsPendingAtDeadline(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, o := range out {
-		if o.Result != esstore.Pending || o.Attempts < 2 || !strings.Contains(o.Reason, "connect") {
+		if o.Result != event.Pending || o.Attempts < 2 || !strings.Contains(o.Reason, "connect") {
 			t.Errorf("outcome %+v: want pending after retries with the transport error", o)
 		}
 	}
@@ -265,7 +265,7 @@ func TestBulkRetriesItemsAnswered429(t *testing.T) {
 		if i == 1 {
 			wantAttempts = 2
 		}
-		if o.Result != esstore.Created || o.Attempts != wantAttempts {
+		if o.Result != event.Created || o.Attempts != wantAttempts {
 			t.Errorf("event %d: %+v, want created after %d attempts", i, o, wantAttempts)
 		}
 	}
@@ -278,7 +278,7 @@ func TestBulkNeverWaitsForAMissingCallback(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	out, err := w.Write(ctx, []event.Event{newEvent("a", "")}, false)
-	if !errors.Is(err, event.ErrUnavailable) || out[0].Result != esstore.Pending {
+	if !errors.Is(err, event.ErrUnavailable) || out[0].Result != event.Pending {
 		t.Fatalf("Write = %+v, %v; want pending and unavailable at the deadline", out, err)
 	}
 }
@@ -291,12 +291,12 @@ func TestBulkWriteBlockedIndexIsRetried(t *testing.T) {
 	cfg := testenv.ES(t)
 	ctx := testenv.Context(t, time.Minute)
 	var flushes atomic.Int64
-	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(esstore.Flush) { flushes.Add(1) }})
+	s, w := bulkWriter(t, cfg, esstore.BulkConfig{OnFlush: func(event.Flush) { flushes.Add(1) }})
 	if err := s.InstallTemplate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	first := newEvent("c", "")
-	if out, err := w.Write(ctx, []event.Event{first}, false); err != nil || out[0].Result != esstore.Created {
+	if out, err := w.Write(ctx, []event.Event{first}, false); err != nil || out[0].Result != event.Created {
 		t.Fatalf("Write: %+v %v", out, err)
 	}
 	index := s.IndexFor(first.Timestamp)
@@ -317,13 +317,13 @@ func TestBulkWriteBlockedIndexIsRetried(t *testing.T) {
 	defer cancel()
 	e := newEvent("c", "")
 	out, err := w.Write(short, []event.Event{e}, false)
-	if !errors.Is(err, event.ErrUnavailable) || out[0].Result != esstore.Pending || out[0].Status != 403 ||
+	if !errors.Is(err, event.ErrUnavailable) || out[0].Result != event.Pending || out[0].Status != 403 ||
 		!strings.Contains(out[0].Reason, "cluster_block_exception") {
 		t.Fatalf("blocked: %+v %v; want pending with the block as the reason", out, err)
 	}
 
 	// Blocked while a Write is retrying, then unblocked: the event is written.
-	done := make(chan []esstore.Outcome, 1)
+	done := make(chan []event.Outcome, 1)
 	before := flushes.Load()
 	go func() { out, _ := w.Write(ctx, []event.Event{e}, false); done <- out }()
 	for flushes.Load() == before { // its first attempt has been answered (blocked)
@@ -331,7 +331,7 @@ func TestBulkWriteBlockedIndexIsRetried(t *testing.T) {
 	}
 	setBlock("null")
 	out = <-done
-	if out[0].Result != esstore.Created || out[0].Attempts < 2 {
+	if out[0].Result != event.Created || out[0].Attempts < 2 {
 		t.Fatalf("after the block: %+v; want created after retries", out[0])
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
-	"time"
 
 	"github.com/spillway/spillway/pkg/event"
 )
@@ -18,19 +17,9 @@ import (
 // was retried or however skewed the ingest servers' clocks are. The archiver and the live
 // stream both follow Elasticsearch this way.
 
-// Shard is one shard of one event index and its sequence-number checkpoints.
-type Shard struct {
-	Index     string
-	IndexUUID string // an index deleted and recreated under one name gets a new UUID
-	Shard     int
-	// GlobalCheckpoint: every operation with _seq_no ≤ it is durable on all in-sync copies.
-	GlobalCheckpoint int64
-	MaxSeqNo         int64
-}
-
 // Shards lists every shard of the event indices with its checkpoints, read from the primary
 // copy, sorted by index name and shard number.
-func (s *Store) Shards(ctx context.Context) ([]Shard, error) {
+func (s *Store) Shards(ctx context.Context) ([]event.Shard, error) {
 	res, err := s.es.Indices.Stats(
 		s.es.Indices.Stats.WithIndex(s.Pattern()),
 		s.es.Indices.Stats.WithMetric("docs"),
@@ -55,7 +44,7 @@ func (s *Store) Shards(ctx context.Context) ([]Shard, error) {
 	if err := decode(res, err, "shard stats", &out); err != nil {
 		return nil, err
 	}
-	var shards []Shard
+	var shards []event.Shard
 	for name, idx := range out.Indices {
 		for num, copies := range idx.Shards {
 			n, err := strconv.Atoi(num)
@@ -66,7 +55,7 @@ func (s *Store) Shards(ctx context.Context) ([]Shard, error) {
 				if !c.Routing.Primary {
 					continue
 				}
-				shards = append(shards, Shard{Index: name, IndexUUID: idx.UUID, Shard: n,
+				shards = append(shards, event.Shard{Index: name, IndexUUID: idx.UUID, Shard: n,
 					GlobalCheckpoint: c.SeqNo.GlobalCheckpoint, MaxSeqNo: c.SeqNo.MaxSeqNo})
 			}
 		}
@@ -105,31 +94,8 @@ func (s *Store) RefreshIndices(ctx context.Context, indices ...string) error {
 	return nil
 }
 
-// FeedQuery selects operations of one shard by sequence number.
-type FeedQuery struct {
-	Index string
-	Shard int
-	After int64 // exclusive; -1 reads from the start
-	UpTo  int64 // inclusive; normally the global checkpoint read before the refresh
-	Size  int
-	// Optional filters (structured term/range filters; nothing is parsed as query syntax).
-	ClientIDs    []string
-	Types        []string
-	IngestedFrom time.Time // inclusive, zero for none
-}
-
-// FeedDoc is a document with its shard sequence number.
-type FeedDoc struct {
-	SeqNo int64
-	Doc   Doc
-}
-
-// Event converts the document.
-func (d FeedDoc) Event() event.Event { return d.Doc.Event() }
-
-// ReadShard returns up to q.Size documents of the shard with After < _seq_no ≤ UpTo, in
 // _seq_no order.
-func (s *Store) ReadShard(ctx context.Context, q FeedQuery) ([]FeedDoc, error) {
+func (s *Store) ReadShard(ctx context.Context, q event.FeedQuery) ([]event.Sequenced, error) {
 	if q.UpTo <= q.After {
 		return nil, nil
 	}
@@ -161,9 +127,9 @@ func (s *Store) ReadShard(ctx context.Context, q FeedQuery) ([]FeedDoc, error) {
 	if err != nil {
 		return nil, err
 	}
-	docs := make([]FeedDoc, 0, len(out.Hits.Hits))
+	docs := make([]event.Sequenced, 0, len(out.Hits.Hits))
 	for _, h := range out.Hits.Hits {
-		docs = append(docs, FeedDoc{SeqNo: h.SeqNo, Doc: h.Source})
+		docs = append(docs, event.Sequenced{SeqNo: h.SeqNo, Event: h.Source.event()})
 	}
 	return docs, nil
 }

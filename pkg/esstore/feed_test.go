@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestFeedReadsShardsBySeqNo(t *testing.T) {
@@ -32,7 +32,7 @@ func TestFeedReadsShardsBySeqNo(t *testing.T) {
 	for i := 0; i < n; i++ {
 		ts := day1.Add(time.Duration(i%2) * 24 * time.Hour) // two daily indices
 		client := fmt.Sprintf("c%d", i%3)
-		if _, err := s.Put(ctx, event.Event{ID: fmt.Sprintf("e%02d", i), ClientID: client, Type: "t", Timestamp: ts, IngestedAt: time.Now()}); err != nil {
+		if _, err := testenv.Put(ctx, s, event.Event{ID: fmt.Sprintf("e%02d", i), ClientID: client, Type: "t", Timestamp: ts, IngestedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,7 +54,7 @@ func TestFeedReadsShardsBySeqNo(t *testing.T) {
 		// Read the shard in pages of 2 and check the order and the bounds.
 		after := int64(-1)
 		for {
-			docs, err := s.ReadShard(ctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint, Size: 2})
+			docs, err := s.ReadShard(ctx, event.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint, Size: 2})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,10 +66,10 @@ func TestFeedReadsShardsBySeqNo(t *testing.T) {
 					t.Fatalf("seq %d outside (%d, %d]", d.SeqNo, after, sh.GlobalCheckpoint)
 				}
 				after = d.SeqNo
-				if seen[d.Doc.ID] {
-					t.Fatalf("%s read twice", d.Doc.ID)
+				if seen[d.Event.ID] {
+					t.Fatalf("%s read twice", d.Event.ID)
 				}
-				seen[d.Doc.ID] = true
+				seen[d.Event.ID] = true
 			}
 		}
 	}
@@ -80,14 +80,14 @@ func TestFeedReadsShardsBySeqNo(t *testing.T) {
 	// Filters: one client, ingested since the start.
 	var c1 int
 	for _, sh := range shards {
-		docs, err := s.ReadShard(ctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: -1, UpTo: sh.GlobalCheckpoint, Size: 100,
+		docs, err := s.ReadShard(ctx, event.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: -1, UpTo: sh.GlobalCheckpoint, Size: 100,
 			ClientIDs: []string{"c1"}, Types: []string{"t"}, IngestedFrom: start.Add(-time.Second)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, d := range docs {
-			if d.Doc.ClientID != "c1" {
-				t.Fatalf("filter let %s through", d.Doc.ClientID)
+			if d.Event.ClientID != "c1" {
+				t.Fatalf("filter let %s through", d.Event.ClientID)
 			}
 		}
 		c1 += len(docs)

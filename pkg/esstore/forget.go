@@ -6,16 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // Erasure of one client's events (archiver forget). The test distribution, like many managed
 // clusters, offers no delete-by-query: the documents are found with a point in time and deleted
 // by index and id in bulk requests.
-
-// DocRef names one document.
-type DocRef struct {
-	Index, ID string
-}
 
 // CountClient counts the visible documents of one client in every event index.
 func (s *Store) CountClient(ctx context.Context, clientID string) (int64, error) {
@@ -37,7 +34,7 @@ func clientFilter(clientID string) map[string]any {
 
 // ClientDocs calls fn with the references of one client's documents, in pages of size, from one
 // point-in-time snapshot of every event index.
-func (s *Store) ClientDocs(ctx context.Context, clientID string, size int, fn func([]DocRef) error) error {
+func (s *Store) ClientDocs(ctx context.Context, clientID string, size int, fn func([]event.DocRef) error) error {
 	const keepAlive = "2m"
 	res, err := s.es.OpenPointInTime([]string{s.Pattern()}, keepAlive, s.es.OpenPointInTime.WithContext(ctx),
 		s.es.OpenPointInTime.WithIgnoreUnavailable(true))
@@ -71,9 +68,9 @@ func (s *Store) ClientDocs(ctx context.Context, clientID string, size int, fn fu
 		if len(out.Hits.Hits) == 0 {
 			return nil
 		}
-		refs := make([]DocRef, len(out.Hits.Hits))
+		refs := make([]event.DocRef, len(out.Hits.Hits))
 		for i, h := range out.Hits.Hits {
-			refs[i] = DocRef{Index: h.Index, ID: h.ID}
+			refs[i] = event.DocRef{Index: h.Index, ID: h.ID}
 		}
 		after = out.Hits.Hits[len(out.Hits.Hits)-1].Sort
 		if err := fn(refs); err != nil {
@@ -98,7 +95,7 @@ func (s *Store) closePIT(id string) {
 // DeleteDocs deletes documents by index and id in one bulk request and returns how many were
 // deleted (a document already gone counts as not found, not as an error). Only this prefix's
 // daily indices are accepted.
-func (s *Store) DeleteDocs(ctx context.Context, refs []DocRef) (deleted int, err error) {
+func (s *Store) DeleteDocs(ctx context.Context, refs []event.DocRef) (deleted int, err error) {
 	if len(refs) == 0 {
 		return 0, nil
 	}

@@ -7,24 +7,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
-)
 
-// Index is one daily event index as the cluster metadata describes it, open or closed.
-type Index struct {
-	Name      string
-	UUID      string
-	Day       time.Time // the UTC day whose events it holds: [Day, Day+24h)
-	Open      bool
-	Health    string // green, yellow or red
-	Primaries int
-	Docs      int64 // -1 when the cluster cannot tell (a closed index)
-}
+	"github.com/spillway/spillway/pkg/event"
+)
 
 // Indices lists the daily event indices of this prefix, oldest day first, including closed and
 // red ones (retention must see an index whose shards cannot answer, not take it for absent).
 // Names under the pattern that are not <prefix>-YYYY.MM.DD are ignored.
-func (s *Store) Indices(ctx context.Context) ([]Index, error) {
+func (s *Store) Indices(ctx context.Context) ([]event.DailyIndex, error) {
 	res, err := s.es.Cat.Indices(
 		s.es.Cat.Indices.WithIndex(s.Pattern()),
 		s.es.Cat.Indices.WithExpandWildcards("all"),
@@ -43,13 +33,13 @@ func (s *Store) Indices(ctx context.Context) ([]Index, error) {
 	if err := decode(res, err, "list indices", &rows); err != nil {
 		return nil, err
 	}
-	out := make([]Index, 0, len(rows))
+	out := make([]event.DailyIndex, 0, len(rows))
 	for _, r := range rows {
 		day, ok := s.DayOf(r.Index)
 		if !ok {
 			continue
 		}
-		idx := Index{Name: r.Index, UUID: r.UUID, Day: day, Open: r.Status == "open", Health: r.Health, Docs: -1}
+		idx := event.DailyIndex{Name: r.Index, UUID: r.UUID, Day: day, Open: r.Status == "open", Health: r.Health, Docs: -1}
 		idx.Primaries, _ = strconv.Atoi(r.Pri)
 		if r.Docs != nil {
 			if n, err := strconv.ParseInt(*r.Docs, 10, 64); err == nil {

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestIndicesListAndDeleteOnlyDailyIndices(t *testing.T) {
@@ -23,7 +23,7 @@ func TestIndicesListAndDeleteOnlyDailyIndices(t *testing.T) {
 	d1 := time.Date(2026, 4, 2, 10, 0, 0, 0, time.UTC)
 	d0 := d1.AddDate(0, 0, -1)
 	for i, ts := range []time.Time{d1, d0, d1} {
-		if _, err := s.Put(ctx, event.Event{ID: string(rune('a' + i)), ClientID: "c", Timestamp: ts, IngestedAt: ts}); err != nil {
+		if _, err := testenv.Put(ctx, s, event.Event{ID: string(rune('a' + i)), ClientID: "c", Timestamp: ts, IngestedAt: ts}); err != nil {
 			t.Fatal(err)
 		}
 	}

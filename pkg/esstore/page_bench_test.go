@@ -62,8 +62,8 @@ func BenchmarkPageDecode(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		hits, err := s.Page(ctx, esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"client-7"}}, Desc: true, Size: 101})
-		if err != nil || len(hits) != 101 || !bytes.HasPrefix(hits[100].Event.Payload, []byte(`{"seq":100,`)) {
+		hits, err := s.Page(ctx, event.PageQuery{Filter: event.Filter{ClientIDs: []string{"client-7"}}, Desc: true, Size: 101})
+		if err != nil || len(hits) != 101 || !bytes.HasPrefix(hits[100].Payload, []byte(`{"seq":100,`)) {
 			b.Fatalf("%d hits, %v", len(hits), err)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"strconv"
 	"time"
 
 	"github.com/spillway/spillway/pkg/event"
@@ -24,35 +23,6 @@ import (
 // arrive during the pagination, while pinning segments and a search context on the cluster per
 // reader and tying each cursor to a context that expires. So Page uses none.
 
-// Filter selects events by client, type and time.
-type Filter struct {
-	ClientIDs []string // at least one; matched exactly
-	Types     []string // none: any type; matched exactly
-	From      time.Time
-	To        time.Time // From inclusive, To exclusive; the zero time leaves a bound open
-}
-
-// SortKey is an event's position in the (@timestamp, id) order. Nanos is the @timestamp in
-// epoch nanoseconds: the sort value Elasticsearch returns for a date_nanos field.
-type SortKey struct {
-	Nanos int64
-	ID    string
-}
-
-// PageQuery asks for one page of events matching Filter.
-type PageQuery struct {
-	Filter
-	Desc  bool     // newest first
-	After *SortKey // continue strictly after this key (in the page's order); nil for the first page
-	Size  int
-}
-
-// Hit is an event with its sort key.
-type Hit struct {
-	Event event.Event
-	Key   SortKey
-}
-
 // The range of date_nanos: Elasticsearch rejects range bounds outside it with a 400.
 var (
 	minNanos = time.Unix(0, 0).UTC()
@@ -60,7 +30,7 @@ var (
 )
 
 // filterClauses builds the bool filter; empty is true when no stored event can match.
-func filterClauses(f Filter) (clauses []any, empty bool) {
+func filterClauses(f event.Filter) (clauses []any, empty bool) {
 	clauses = []any{map[string]any{"terms": map[string]any{"clientId": f.ClientIDs}}}
 	if len(f.Types) > 0 {
 		clauses = append(clauses, map[string]any{"terms": map[string]any{"type": f.Types}})
@@ -94,8 +64,8 @@ func filterClauses(f Filter) (clauses []any, empty bool) {
 }
 
 // Page returns up to q.Size events matching q.Filter in (@timestamp, id) order, ascending or
-// descending, strictly after q.After. Each hit carries the key to pass as After for the next page.
-func (s *Store) Page(ctx context.Context, q PageQuery) ([]Hit, error) {
+// descending, strictly after q.After. The last event's Position is the After of the next page.
+func (s *Store) Page(ctx context.Context, q event.PageQuery) ([]event.Event, error) {
 	if len(q.ClientIDs) == 0 || q.Size < 1 {
 		return nil, fmt.Errorf("page query: %w: clientIds and a positive size are required", event.ErrInvalid)
 	}
@@ -114,51 +84,33 @@ func (s *Store) Page(ctx context.Context, q PageQuery) ([]Hit, error) {
 		"sort":             []any{map[string]any{"@timestamp": order}, map[string]any{"id": order}},
 	}
 	if q.After != nil {
-		body["search_after"] = []any{q.After.Nanos, q.After.ID}
+		// date_nanos sort values are epoch nanoseconds.
+		body["search_after"] = []any{q.After.Timestamp.UnixNano(), q.After.ID}
 	}
 	var out struct {
 		Hits struct {
 			Hits []struct {
-				Source Doc               `json:"_source"`
-				Sort   []json.RawMessage `json:"sort"`
+				Source doc `json:"_source"`
 			} `json:"hits"`
 		} `json:"hits"`
 	}
 	// A page that silently lacks a failed shard's events would break completeness: fail instead.
-	// Only the documents and their sort values are decoded (errors are not filtered).
+	// Only the documents are decoded (errors are not filtered): an event's Position is its sort
+	// key, both stores holding timestamps at microseconds.
 	if err := s.search(ctx, s.Alias(), body, &out, s.es.Search.WithAllowPartialSearchResults(false),
-		s.es.Search.WithFilterPath("hits.hits._source", "hits.hits.sort")); err != nil {
+		s.es.Search.WithFilterPath("hits.hits._source")); err != nil {
 		return nil, err
 	}
-	hits := make([]Hit, 0, len(out.Hits.Hits))
-	for _, h := range out.Hits.Hits {
-		key, err := parseSortKey(h.Sort)
-		if err != nil {
-			return nil, fmt.Errorf("page query: %w", err)
-		}
-		hits = append(hits, Hit{Event: h.Source.Event(), Key: key})
+	events := make([]event.Event, len(out.Hits.Hits))
+	for i, h := range out.Hits.Hits {
+		events[i] = h.Source.event()
 	}
-	return hits, nil
-}
-
-func parseSortKey(raw []json.RawMessage) (SortKey, error) {
-	if len(raw) != 2 {
-		return SortKey{}, fmt.Errorf("sort values %d, want 2", len(raw))
-	}
-	nanos, err := strconv.ParseInt(string(raw[0]), 10, 64)
-	if err != nil {
-		return SortKey{}, fmt.Errorf("@timestamp sort value %s: %w", raw[0], err)
-	}
-	var id string
-	if err := json.Unmarshal(raw[1], &id); err != nil {
-		return SortKey{}, fmt.Errorf("id sort value %s: %w", raw[1], err)
-	}
-	return SortKey{Nanos: nanos, ID: id}, nil
+	return events, nil
 }
 
 // Count returns the exact number of events matching f (the _count API counts every match,
 // unlike a search's total, which stops at 10,000 by default).
-func (s *Store) Count(ctx context.Context, f Filter) (int64, error) {
+func (s *Store) Count(ctx context.Context, f event.Filter) (int64, error) {
 	if len(f.ClientIDs) == 0 {
 		return 0, fmt.Errorf("count: %w: clientIds are required", event.ErrInvalid)
 	}

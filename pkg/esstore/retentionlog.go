@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // The retention log: one document per daily index that retention deleted, written before the
@@ -14,21 +16,12 @@ import (
 // the archive comes back from a backup taken before a retention pass, its cold boundary is behind
 // what was dropped, and the log says so (and how many events each dropped day held).
 
-// Drop is one daily index deleted by retention.
-type Drop struct {
-	Index string    `json:"index"`
-	Day   time.Time `json:"day"`
-	// Docs and IDHash are the index's events and the sum of their id digests when it was
-	// verified before deletion.
-	Docs   int64 `json:"docs"`
-	IDHash int64 `json:"idHash"`
-	// Boundary is the cold boundary retention had recorded before deleting.
-	Boundary  time.Time `json:"boundary"`
-	DeletedAt time.Time `json:"deletedAt"`
-}
-
 // RetentionLog names the retention log index.
 func (s *Store) RetentionLog() string { return s.cfg.IndexPrefix + ".retention" }
+
+// retentionLogVersion is the retention log template's _meta.template_version: raise it with
+// every change to the template below.
+const retentionLogVersion = 1
 
 // retentionLogTemplate is the log's composable template (installed with the event template by
 // InstallTemplate): the first record auto-creates the index with this strict mapping, so the
@@ -44,14 +37,15 @@ func (s *Store) retentionLogTemplate() []byte {
 				"docs": map[string]string{"type": "long"}, "idHash": map[string]string{"type": "long"},
 				"boundary": map[string]string{"type": "date"}, "deletedAt": map[string]string{"type": "date"}}},
 		},
-		"_meta": map[string]any{"description": "Spillway: the daily event indices retention deleted (archive/restore.go)"},
+		"_meta": map[string]any{"managed_by": "spillway", "template_version": retentionLogVersion,
+			"description": "Spillway: the daily event indices retention deleted (archive/restore.go)"},
 	})
 	return body
 }
 
 // LogDrop records a drop (before the index is deleted); the first record creates the log. It
 // returns once the record is durable and searchable. Recording a day again replaces its record.
-func (s *Store) LogDrop(ctx context.Context, d Drop) error {
+func (s *Store) LogDrop(ctx context.Context, d event.Drop) error {
 	body, err := json.Marshal(d)
 	if err != nil {
 		return err
@@ -62,11 +56,11 @@ func (s *Store) LogDrop(ctx context.Context, d Drop) error {
 }
 
 // Drops lists the recorded drops, oldest day first (none when the log does not exist).
-func (s *Store) Drops(ctx context.Context) ([]Drop, error) {
+func (s *Store) Drops(ctx context.Context) ([]event.Drop, error) {
 	var out struct {
 		Hits struct {
 			Hits []struct {
-				Source Drop `json:"_source"`
+				Source event.Drop `json:"_source"`
 			} `json:"hits"`
 		} `json:"hits"`
 	}
@@ -75,7 +69,7 @@ func (s *Store) Drops(ctx context.Context) ([]Drop, error) {
 	if err := s.search(ctx, s.RetentionLog(), body, &out); err != nil {
 		return nil, fmt.Errorf("retention log: %w", err)
 	}
-	drops := make([]Drop, len(out.Hits.Hits))
+	drops := make([]event.Drop, len(out.Hits.Hits))
 	for i, h := range out.Hits.Hits {
 		drops[i] = h.Source
 		drops[i].Day, drops[i].Boundary, drops[i].DeletedAt = drops[i].Day.UTC(), drops[i].Boundary.UTC(), drops[i].DeletedAt.UTC()

@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // TestCredentialsAgainstSecuredCluster starts a private node with security on (HTTP without
@@ -86,7 +86,7 @@ func TestCredentialsAgainstSecuredCluster(t *testing.T) {
 			}
 			now := time.Now()
 			out, err := w.Write(ctx, []event.Event{{ID: "e1", ClientID: "c", Timestamp: now, IngestedAt: now}}, true)
-			if err != nil || len(out) != 1 || out[0].Result != esstore.Created {
+			if err != nil || len(out) != 1 || out[0].Result != event.Created {
 				t.Fatalf("bulk write: %+v %v", out, err)
 			}
 			if err := w.Close(ctx); err != nil {

@@ -21,7 +21,6 @@ import (
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 
-	"github.com/spillway/spillway/mappings"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/resilience"
@@ -90,9 +89,6 @@ func (s *Store) Alias() string { return s.cfg.IndexPrefix }
 // Pattern matches every event index.
 func (s *Store) Pattern() string { return s.cfg.IndexPrefix + "-*" }
 
-// TemplateName is the name of the composable index template.
-func (s *Store) TemplateName() string { return s.cfg.IndexPrefix + "-template" }
-
 // IndexFor names the index holding events whose @timestamp falls on t's UTC day. Daily indices
 // make retention a cheap index deletion instead of a delete-by-query.
 func (s *Store) IndexFor(t time.Time) string {
@@ -107,84 +103,6 @@ func (s *Store) DayOf(index string) (day time.Time, ok bool) {
 	}
 	d, err := time.Parse("2006.01.02", rest)
 	return d, err == nil
-}
-
-// Template returns the index template body with this store's pattern, alias and settings.
-func (s *Store) Template() ([]byte, error) {
-	var t map[string]any
-	if err := json.Unmarshal(mappings.EventsTemplate, &t); err != nil {
-		return nil, fmt.Errorf("parse embedded template: %w", err)
-	}
-	t["index_patterns"] = []string{s.Pattern()}
-	tmpl := t["template"].(map[string]any)
-	tmpl["aliases"] = map[string]any{s.Alias(): map[string]any{}}
-	idx := tmpl["settings"].(map[string]any)["index"].(map[string]any)
-	idx["number_of_shards"] = s.cfg.Shards
-	idx["refresh_interval"] = fmt.Sprintf("%dms", s.cfg.RefreshInterval.Milliseconds())
-	if strings.Contains(s.cfg.Replicas, "-") {
-		idx["auto_expand_replicas"] = s.cfg.Replicas
-	} else {
-		delete(idx, "auto_expand_replicas")
-		idx["number_of_replicas"] = s.cfg.Replicas
-	}
-	return json.Marshal(t)
-}
-
-// InstallTemplate puts the index template (and the retention log's, retentionlog.go) and adds
-// its fields to the open indices it matches; it is idempotent. Existing indices keep the settings they were created with (the next daily
-// index picks up changes), but a field added to the template is added to them too: their
-// mapping is strict, so without it they would refuse documents carrying the new field.
-func (s *Store) InstallTemplate(ctx context.Context) error {
-	body, err := s.Template()
-	if err != nil {
-		return err
-	}
-	res, err := s.es.Indices.PutIndexTemplate(s.TemplateName(), bytes.NewReader(body), s.es.Indices.PutIndexTemplate.WithContext(ctx))
-	if err := check(res, err, "put index template"); err != nil {
-		return err
-	}
-	res, err = s.es.Indices.PutIndexTemplate(s.RetentionLog()+"-template", bytes.NewReader(s.retentionLogTemplate()),
-		s.es.Indices.PutIndexTemplate.WithContext(ctx))
-	if err := check(res, err, "put retention log template"); err != nil {
-		return err
-	}
-	var t struct {
-		Template struct {
-			Mappings struct {
-				Properties json.RawMessage `json:"properties"`
-			} `json:"mappings"`
-		} `json:"template"`
-	}
-	if err := json.Unmarshal(body, &t); err != nil {
-		return fmt.Errorf("parse template: %w", err)
-	}
-	props := append(append([]byte(`{"properties":`), t.Template.Mappings.Properties...), '}')
-	res, err = s.es.Indices.PutMapping([]string{s.Pattern()}, bytes.NewReader(props),
-		s.es.Indices.PutMapping.WithAllowNoIndices(true), s.es.Indices.PutMapping.WithContext(ctx))
-	return check(res, err, "put mapping on existing indices")
-}
-
-// CheckTemplate returns nil when the index template is installed with this store's pattern.
-func (s *Store) CheckTemplate(ctx context.Context) error {
-	res, err := s.es.Indices.GetIndexTemplate(s.es.Indices.GetIndexTemplate.WithName(s.TemplateName()),
-		s.es.Indices.GetIndexTemplate.WithContext(ctx))
-	var out struct {
-		IndexTemplates []struct {
-			Name          string `json:"name"`
-			IndexTemplate struct {
-				IndexPatterns []string `json:"index_patterns"`
-			} `json:"index_template"`
-		} `json:"index_templates"`
-	}
-	if err := decode(res, err, "get index template", &out); err != nil {
-		return err
-	}
-	for _, t := range out.IndexTemplates {
-		if t.Name == s.TemplateName() && len(t.IndexTemplate.IndexPatterns) == 1 && t.IndexTemplate.IndexPatterns[0] == s.Pattern() {
-			return nil
-		}
-	}
-	return fmt.Errorf("index template %s is not installed", s.TemplateName())
 }
 
 // Ping returns nil when the cluster answers and is at least yellow.
@@ -228,26 +146,6 @@ func (s *Store) Refresh(ctx context.Context) error {
 	return check(res, err, "refresh")
 }
 
-// Put writes one event with op_type=create into its daily index and waits until it is
-// searchable. It returns created=false when the id already exists. The bulk path for ingest
-// lives in the ingest writer; Put is for tools, tests and repairs.
-func (s *Store) Put(ctx context.Context, e event.Event) (created bool, err error) {
-	body, err := json.Marshal(ToDoc(e))
-	if err != nil {
-		return false, err
-	}
-	res, err := s.es.Create(s.IndexFor(e.Timestamp), e.ID, bytes.NewReader(body),
-		s.es.Create.WithRefresh("wait_for"), s.es.Create.WithContext(ctx))
-	if err == nil && res.StatusCode == http.StatusConflict {
-		res.Body.Close()
-		return false, nil
-	}
-	if err := check(res, err, "create"); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
 // Get returns the event with the id, or event.ErrNotFound. An id may exist on several UTC days
 // (each daily index enforces its own ids: the identity is (id, day)): with a zero day Get returns
 // the newest (latest @timestamp); otherwise the one of day's UTC day.
@@ -259,7 +157,7 @@ func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event,
 			// Outside date_nanos the range filter would fail the search: no event is there.
 			return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
 		}
-		filter = append(filter, Range{From: d, To: d.Add(24 * time.Hour)}.filter())
+		filter = append(filter, rangeFilter(event.Range{From: d, To: d.Add(24 * time.Hour)}))
 	}
 	q := map[string]any{
 		"size":             1,
@@ -274,29 +172,7 @@ func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event,
 	if len(out.Hits.Hits) == 0 {
 		return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
 	}
-	return out.Hits.Hits[0].Source.Event(), nil
-}
-
-// DeleteAll removes every event index, the retention log and the templates: for tests and
-// development resets.
-func (s *Store) DeleteAll(ctx context.Context) error {
-	res, err := s.es.Indices.Delete([]string{s.Pattern(), s.RetentionLog()}, s.es.Indices.Delete.WithAllowNoIndices(true),
-		s.es.Indices.Delete.WithIgnoreUnavailable(true), s.es.Indices.Delete.WithExpandWildcards("all"),
-		s.es.Indices.Delete.WithContext(ctx))
-	if err := check(res, err, "delete indices"); err != nil {
-		return err
-	}
-	for _, name := range []string{s.TemplateName(), s.RetentionLog() + "-template"} {
-		res, err = s.es.Indices.DeleteIndexTemplate(name, s.es.Indices.DeleteIndexTemplate.WithContext(ctx))
-		if err == nil && res.StatusCode == http.StatusNotFound {
-			res.Body.Close()
-			continue
-		}
-		if err := check(res, err, "delete template"); err != nil {
-			return err
-		}
-	}
-	return nil
+	return out.Hits.Hits[0].Source.event(), nil
 }
 
 // search runs a search request body against index and decodes the response into out.
@@ -318,9 +194,9 @@ func (s *Store) search(ctx context.Context, index string, body any, out any, opt
 	return decode(res, err, "search", out)
 }
 
-// Doc is the shape of an event in Elasticsearch: @timestamp is the event's own time, the time
-// field for Kibana.
-type Doc struct {
+// doc is the shape of an event in Elasticsearch: @timestamp is the event's own time, the time
+// field for Kibana. It never leaves the package: readers get event.Event, parsed here once.
+type doc struct {
 	ID         string `json:"id"`
 	ClientID   string `json:"clientId"`
 	Type       string `json:"type,omitempty"`
@@ -331,9 +207,9 @@ type Doc struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
-// ToDoc converts an event to its document, with times at storage precision.
-func ToDoc(e event.Event) Doc {
-	return Doc{
+// toDoc converts an event to its document, with times at storage precision.
+func toDoc(e event.Event) doc {
+	return doc{
 		ID:         e.ID,
 		ClientID:   e.ClientID,
 		Type:       e.Type,
@@ -344,8 +220,8 @@ func ToDoc(e event.Event) Doc {
 	}
 }
 
-// Event converts a document back to the API's event.
-func (d Doc) Event() event.Event {
+// event converts a document back to the API's event.
+func (d doc) event() event.Event {
 	ts, _ := time.Parse(time.RFC3339Nano, d.Timestamp)
 	ing, _ := time.Parse(time.RFC3339Nano, d.IngestedAt)
 	return event.Event{ID: d.ID, ClientID: d.ClientID, Type: d.Type, Timestamp: ts.UTC(), IngestedAt: ing.UTC(), Payload: d.Payload}
@@ -361,7 +237,7 @@ type searchResponse struct {
 			Index  string            `json:"_index"`
 			ID     string            `json:"_id"`
 			SeqNo  int64             `json:"_seq_no"`
-			Source Doc               `json:"_source"`
+			Source doc               `json:"_source"`
 			Sort   []json.RawMessage `json:"sort"`
 		} `json:"hits"`
 	} `json:"hits"`

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/mappings"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestTemplateFileParsesAndIsPatched(t *testing.T) {
@@ -110,11 +110,11 @@ func TestLiveTemplateWriteRead(t *testing.T) {
 	ts := time.Date(2026, 5, 6, 7, 8, 9, 123456789, time.UTC)
 	e := event.Event{ID: "smoke-1", ClientID: "client-1", Type: "click", Timestamp: ts, IngestedAt: ts.Add(time.Second),
 		Payload: json.RawMessage(`{"a":{"b":[1,2,{"c":"ü"}]},"big":123456789012345678901234567890}`)}
-	created, err := s.Put(ctx, e)
+	created, err := testenv.Put(ctx, s, e)
 	if err != nil || !created {
 		t.Fatalf("put: %v %v", created, err)
 	}
-	created, err = s.Put(ctx, e)
+	created, err = testenv.Put(ctx, s, e)
 	if err != nil || created {
 		t.Fatalf("second put: created=%v err=%v, want a duplicate", created, err)
 	}
@@ -199,13 +199,13 @@ func TestInstallTemplateAddsNewFieldsToExistingIndices(t *testing.T) {
 		t.Fatalf("create the old index: %d", status)
 	}
 	e := event.Event{ID: "upgrade-1", ClientID: "c", Timestamp: ts, IngestedAt: ts}
-	if _, err := s.Put(ctx, e); err == nil {
+	if _, err := testenv.Put(ctx, s, e); err == nil {
 		t.Fatal("the old index took a document with idHash: the test no longer shows the upgrade")
 	}
 	if err := s.InstallTemplate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if created, err := s.Put(ctx, e); err != nil || !created {
+	if created, err := testenv.Put(ctx, s, e); err != nil || !created {
 		t.Fatalf("put after InstallTemplate: %v %v", created, err)
 	}
 }
@@ -217,5 +217,105 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 	err := s.Ping(testenv.Context(t, 10*time.Second))
 	if !errors.Is(err, event.ErrUnavailable) {
 		t.Fatalf("ping unreachable: %v", err)
+	}
+}
+
+// The template's version decides who may replace it: an older or missing one is installed over
+// (and fails the check until then), a newer one is left alone and passes.
+func TestTemplateVersions(t *testing.T) {
+	cfg := testenv.ES(t)
+	ctx := testenv.Context(t, time.Minute)
+	s, err := esstore.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := esstore.TemplateVersion()
+	withVersion := func(v int, note string) string {
+		body, err := s.Template()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(body, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["_meta"] = map[string]any{"template_version": v, "description": note}
+		out, _ := json.Marshal(m)
+		return string(out)
+	}
+	installedVersion := func() (int, string) {
+		res, err := http.Get(cfg.URLs[0] + "/_index_template/" + s.TemplateName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var out struct {
+			IndexTemplates []struct {
+				IndexTemplate struct {
+					Meta struct {
+						Version     int    `json:"template_version"`
+						Description string `json:"description"`
+					} `json:"_meta"`
+				} `json:"index_template"`
+			} `json:"index_templates"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&out); err != nil || len(out.IndexTemplates) != 1 {
+			t.Fatalf("get template: %d templates, %v", len(out.IndexTemplates), err)
+		}
+		m := out.IndexTemplates[0].IndexTemplate.Meta
+		return m.Version, m.Description
+	}
+	url := cfg.URLs[0] + "/_index_template/" + s.TemplateName()
+
+	if err := s.CheckTemplate(ctx); !errors.Is(err, esstore.ErrTemplateOutdated) {
+		t.Fatalf("nothing installed: %v, want ErrTemplateOutdated", err)
+	}
+	if err := s.InstallTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckTemplate(ctx); err != nil {
+		t.Fatalf("installed: %v", err)
+	}
+
+	// An older ingest put its template back (a rollback, or an old process restarting).
+	if status := putJSON(t, url, withVersion(own-1, "older")); status != http.StatusOK {
+		t.Fatalf("put the older template: %d", status)
+	}
+	if err := s.CheckTemplate(ctx); !errors.Is(err, esstore.ErrTemplateOutdated) || !strings.Contains(err.Error(), fmt.Sprintf("version %d", own-1)) {
+		t.Fatalf("older template: %v, want ErrTemplateOutdated naming version %d", err, own-1)
+	}
+	if err := s.InstallTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := installedVersion(); v != own {
+		t.Fatalf("after reinstall: version %d, want %d", v, own)
+	}
+	if err := s.CheckTemplate(ctx); err != nil {
+		t.Fatalf("reinstalled: %v", err)
+	}
+
+	// A newer ingest is rolling out: this one must not take its template away.
+	if status := putJSON(t, url, withVersion(own+1, "newer")); status != http.StatusOK {
+		t.Fatalf("put the newer template: %d", status)
+	}
+	if err := s.InstallTemplate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, note := installedVersion(); v != own+1 || note != "newer" {
+		t.Fatalf("InstallTemplate replaced a newer template: now version %d (%q)", v, note)
+	}
+	if err := s.CheckTemplate(ctx); err != nil {
+		t.Fatalf("newer template: %v", err)
+	}
+
+	// Deleted behind the service's back.
+	req, _ := http.NewRequest(http.MethodDelete, url, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("delete the template: %v %v", res, err)
+	}
+	res.Body.Close()
+	if err := s.CheckTemplate(ctx); !errors.Is(err, esstore.ErrTemplateOutdated) {
+		t.Fatalf("deleted: %v, want ErrTemplateOutdated", err)
 	}
 }

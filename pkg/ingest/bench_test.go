@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // Quick throughput figures against the real Elasticsearch, for the closing note of issue 3 (the

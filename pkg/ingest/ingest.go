@@ -19,7 +19,6 @@ import (
 
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/ratelimit"
@@ -32,7 +31,7 @@ type Writer interface {
 	// returns once they are visible to search. It returns by ctx's deadline at the latest, with
 	// an error matching event.ErrUnavailable if any event is still Pending. Safe for concurrent
 	// use.
-	Write(ctx context.Context, events []event.Event, searchable bool) ([]esstore.Outcome, error)
+	Write(ctx context.Context, events []event.Event, searchable bool) ([]event.Outcome, error)
 	// Flush sends what is queued now instead of at the end of its linger, within ctx.
 	Flush(ctx context.Context) error
 	// Close sends everything queued and stops accepting writes, within ctx.
@@ -72,7 +71,7 @@ func NewMonitor(reg prometheus.Registerer, probeInterval time.Duration, logger *
 }
 
 // ObserveFlush records one bulk request. It is fast and safe for concurrent use.
-func (m *Monitor) ObserveFlush(f esstore.Flush) {
+func (m *Monitor) ObserveFlush(f event.Flush) {
 	m.metrics.observeFlush(f)
 	m.breaker.observe(f.Failed())
 }
@@ -352,9 +351,9 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 
 // itemReason is Elasticsearch's reason for the last pending event it answered with an error.
 // Transport errors are left out: they name internal addresses and say no more than the breaker.
-func itemReason(out []esstore.Outcome) string {
+func itemReason(out []event.Outcome) string {
 	for i := len(out) - 1; i >= 0; i-- {
-		if o := out[i]; o.Result == esstore.Pending && o.Status != 0 && o.Reason != "" {
+		if o := out[i]; o.Result == event.Pending && o.Status != 0 && o.Reason != "" {
 			return o.Reason
 		}
 	}
@@ -365,7 +364,7 @@ func itemReason(out []esstore.Outcome) string {
 var errAckTimeout = errors.New("acknowledgement deadline passed (ingest.ack_timeout)")
 
 // tally counts outcomes into the response and the metrics.
-func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Response, rejected []event.FieldError, nRejected, failed int) {
+func (h *Handler) tally(out []event.Outcome, n int, mode ackMode) (res Response, rejected []event.FieldError, nRejected, failed int) {
 	var accepted, dups, retries int
 	if out == nil {
 		failed = n // the writer failed before sending anything
@@ -373,11 +372,11 @@ func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Respons
 	for i, o := range out {
 		retries += max(o.Attempts-1, 0)
 		switch o.Result {
-		case esstore.Created:
+		case event.Created:
 			accepted++
-		case esstore.Duplicate:
+		case event.Duplicate:
 			dups++
-		case esstore.Rejected:
+		case event.Rejected:
 			nRejected++
 			if len(rejected) < event.MaxDetails {
 				rejected = append(rejected, event.FieldError{Index: i, Field: "",
@@ -396,7 +395,7 @@ func (h *Handler) tally(out []esstore.Outcome, n int, mode ackMode) (res Respons
 	if nRejected > 0 {
 		h.logs.Do("rejected", func(suppressed int) {
 			for _, o := range out {
-				if o.Result == esstore.Rejected {
+				if o.Result == event.Rejected {
 					h.log.Warn("elasticsearch rejected events", "count", nRejected, "status", o.Status, "reason", o.Reason, "suppressed_since_last", suppressed)
 					return
 				}

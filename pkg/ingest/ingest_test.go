@@ -22,7 +22,6 @@ import (
 
 	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 )
@@ -34,10 +33,10 @@ type fakeWriter struct {
 	search []bool
 	closed bool
 	delay  time.Duration // what QueueDelay reports
-	write  func(ctx context.Context, events []event.Event) ([]esstore.Outcome, error)
+	write  func(ctx context.Context, events []event.Event) ([]event.Outcome, error)
 }
 
-func (f *fakeWriter) Write(ctx context.Context, events []event.Event, searchable bool) ([]esstore.Outcome, error) {
+func (f *fakeWriter) Write(ctx context.Context, events []event.Event, searchable bool) ([]event.Outcome, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, events)
 	f.search = append(f.search, searchable)
@@ -46,7 +45,7 @@ func (f *fakeWriter) Write(ctx context.Context, events []event.Event, searchable
 	if write != nil {
 		return write(ctx, events)
 	}
-	return outcomes(len(events), esstore.Created), nil
+	return outcomes(len(events), event.Created), nil
 }
 
 func (f *fakeWriter) Flush(context.Context) error { return nil }
@@ -70,10 +69,10 @@ func (f *fakeWriter) callCount() int {
 	return len(f.calls)
 }
 
-func outcomes(n int, r esstore.Result) []esstore.Outcome {
-	out := make([]esstore.Outcome, n)
+func outcomes(n int, r event.WriteResult) []event.Outcome {
+	out := make([]event.Outcome, n)
 	for i := range out {
-		out[i] = esstore.Outcome{Result: r, Attempts: 1}
+		out[i] = event.Outcome{Result: r, Attempts: 1}
 	}
 	return out
 }
@@ -267,9 +266,9 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 	body := []byte(`[{"clientId":"a","id":"x"},{"clientId":"b","id":"y"},{"clientId":"c","id":"z"}]`)
 	t.Run("duplicates are a success", func(t *testing.T) {
 		rg := newRig(t, testConfig())
-		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
-			out := outcomes(len(evs), esstore.Created)
-			out[1].Result = esstore.Duplicate
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
+			out := outcomes(len(evs), event.Created)
+			out[1].Result = event.Duplicate
 			return out, nil
 		}
 		res := rg.post(t, "", jsonCT, body)
@@ -285,9 +284,9 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 	})
 	t.Run("elasticsearch rejections name the events", func(t *testing.T) {
 		rg := newRig(t, testConfig())
-		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
-			out := outcomes(len(evs), esstore.Created)
-			out[2] = esstore.Outcome{Result: esstore.Rejected, Status: 400, Reason: "document_parsing_exception: nope"}
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
+			out := outcomes(len(evs), event.Created)
+			out[2] = event.Outcome{Result: event.Rejected, Status: 400, Reason: "document_parsing_exception: nope"}
 			return out, nil
 		}
 		res := rg.post(t, "", jsonCT, body)
@@ -301,9 +300,9 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 		cfg := testConfig()
 		cfg.AckTimeout = 50 * time.Millisecond
 		rg := newRig(t, cfg)
-		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 			<-ctx.Done() // a writer that never hears back from Elasticsearch
-			return outcomes(len(evs), esstore.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
+			return outcomes(len(evs), event.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
 		}
 		res := rg.post(t, "", jsonCT, body)
 		e := res.envelope(t)
@@ -318,9 +317,9 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 		cfg := testConfig()
 		cfg.AckTimeout = 50 * time.Millisecond
 		rg := newRig(t, cfg)
-		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 			<-ctx.Done() // every attempt answered with a block until the deadline
-			out := outcomes(len(evs), esstore.Pending)
+			out := outcomes(len(evs), event.Pending)
 			out[1].Status, out[1].Reason = 403, "cluster_block_exception: index [e-2026.01.01] blocked by: [FORBIDDEN/8/index write (api)]"
 			out[2].Reason = "dial tcp 10.0.0.7:9200: connect: connection refused" // no status: not Elasticsearch's answer
 			return out, fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
@@ -333,8 +332,8 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 	})
 	t.Run("unavailable writer is 503", func(t *testing.T) {
 		rg := newRig(t, testConfig())
-		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
-			return outcomes(len(evs), esstore.Pending), fmt.Errorf("closed: %w", event.ErrUnavailable)
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
+			return outcomes(len(evs), event.Pending), fmt.Errorf("closed: %w", event.ErrUnavailable)
 		}
 		if res := rg.post(t, "", jsonCT, body); res.status != 503 || res.envelope(t).Code != "unavailable" {
 			t.Fatalf("%d %s", res.status, res.body)
@@ -342,7 +341,7 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 	})
 	t.Run("writer failing before sending is 503", func(t *testing.T) {
 		rg := newRig(t, testConfig())
-		rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 			return nil, errors.New("encode: broken")
 		}
 		if res := rg.post(t, "", jsonCT, body); res.status != 503 {
@@ -379,10 +378,10 @@ func TestBudgetRefusesWith429(t *testing.T) {
 	rg := newRig(t, cfg)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 10)
-	rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+	rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 		entered <- struct{}{}
 		<-release
-		return outcomes(len(evs), esstore.Created), nil
+		return outcomes(len(evs), event.Created), nil
 	}
 	hundred := []byte(strings.Repeat(`{"clientId":"c"}`+"\n", 100))
 	first := make(chan reply, 1)
@@ -413,10 +412,10 @@ func TestBudgetBoundsBodyBytes(t *testing.T) {
 	rg := newRig(t, cfg)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
-	rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+	rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 		entered <- struct{}{}
 		<-release
-		return outcomes(len(evs), esstore.Created), nil
+		return outcomes(len(evs), event.Created), nil
 	}
 	body := []byte(`{"clientId":"c","payload":{"x":"` + strings.Repeat("a", 60<<10) + `"}}`)
 	cfg.MaxPayloadBytes = 64 << 10
@@ -444,16 +443,16 @@ func TestBreakerAnswers503AtOnceAndRecovers(t *testing.T) {
 	// A request waiting for an acknowledgement when Elasticsearch goes away answers 503 as soon
 	// as the breaker opens, not at its deadline.
 	waiting := make(chan struct{}, 1)
-	rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+	rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 		waiting <- struct{}{}
 		<-ctx.Done()
-		return outcomes(len(evs), esstore.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
+		return outcomes(len(evs), event.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
 	}
 	first := make(chan reply, 1)
 	go func() { first <- rg.post(t, "", jsonCT, []byte(`{"clientId":"a"}`)) }()
 	<-waiting
-	down := esstore.Flush{Err: errors.New("dial tcp: connection refused")}
-	rg.mon.ObserveFlush(esstore.Flush{Status: 200}) // a success in between resets the count
+	down := event.Flush{Err: errors.New("dial tcp: connection refused")}
+	rg.mon.ObserveFlush(event.Flush{Status: 200}) // a success in between resets the count
 	for i := 0; i < breakerThreshold; i++ {
 		if rg.mon.breaker.isOpen() {
 			t.Fatalf("open after %d failures", i)
@@ -481,11 +480,11 @@ func TestBreakerAnswers503AtOnceAndRecovers(t *testing.T) {
 	// After the probe interval one request goes through; it fails, so the breaker stays open.
 	advance(cfg.RetryAfter)
 	var probes atomic.Int32
-	rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+	rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 		probes.Add(1)
 		rg.mon.ObserveFlush(down)
 		<-ctx.Done()
-		return outcomes(len(evs), esstore.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
+		return outcomes(len(evs), event.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
 	}
 	if r := rg.post(t, "", jsonCT, []byte(`{"clientId":"a"}`)); r.status != 503 || probes.Load() != 1 {
 		t.Fatalf("failed probe: %d %s, %d probes", r.status, r.body, probes.Load())
@@ -496,9 +495,9 @@ func TestBreakerAnswers503AtOnceAndRecovers(t *testing.T) {
 
 	// The next probe succeeds: the breaker closes and requests flow again.
 	advance(cfg.RetryAfter)
-	rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
-		rg.mon.ObserveFlush(esstore.Flush{Status: 200})
-		return outcomes(len(evs), esstore.Created), nil
+	rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
+		rg.mon.ObserveFlush(event.Flush{Status: 200})
+		return outcomes(len(evs), event.Created), nil
 	}
 	for i := 0; i < 3; i++ {
 		if r := rg.post(t, "", jsonCT, []byte(`{"clientId":"a"}`)); r.status != 201 {
@@ -514,14 +513,14 @@ func TestAsyncAckAndDrain(t *testing.T) {
 	rg := newRig(t, testConfig())
 	release := make(chan struct{})
 	var written atomic.Int32
-	rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+	rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
-			return outcomes(len(evs), esstore.Pending), context.Cause(ctx)
+			return outcomes(len(evs), event.Pending), context.Cause(ctx)
 		}
 		written.Add(int32(len(evs)))
-		return outcomes(len(evs), esstore.Created), nil
+		return outcomes(len(evs), event.Created), nil
 	}
 	for i := 0; i < 3; i++ {
 		res := rg.post(t, "?ack=async", jsonCT, []byte(`[{"clientId":"a"},{"clientId":"b"}]`))
@@ -558,9 +557,9 @@ func TestAsyncAckAndDrain(t *testing.T) {
 
 func TestAsyncFailuresAreCountedAndDrainIsBounded(t *testing.T) {
 	rg := newRig(t, testConfig())
-	rg.w.write = func(ctx context.Context, evs []event.Event) ([]esstore.Outcome, error) {
+	rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
 		<-ctx.Done()
-		return outcomes(len(evs), esstore.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
+		return outcomes(len(evs), event.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
 	}
 	if res := rg.post(t, "?ack=async", jsonCT, []byte(`[{"clientId":"a"},{"clientId":"b"}]`)); res.status != 202 {
 		t.Fatalf("%d %s", res.status, res.body)

@@ -19,12 +19,12 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/spillway/spillway/api/apitest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/ingest"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // stack is the ingest service in process against a real Elasticsearch: the same pieces

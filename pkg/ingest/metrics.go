@@ -3,7 +3,7 @@ package ingest
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // Metrics are the ingest service's Prometheus metrics (spillway_ingest_*).
@@ -90,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observeFlush(f esstore.Flush) {
+func (m *Metrics) observeFlush(f event.Flush) {
 	result := "ok"
 	if f.Failed() {
 		result = "failed"

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func openMigrated(t *testing.T, cfg config.Postgres, app string) *pgstore.Store {
@@ -28,10 +28,10 @@ func openMigrated(t *testing.T, cfg config.Postgres, app string) *pgstore.Store 
 	return s
 }
 
-func rowsN(prefix string, n int, ts time.Time) []pgstore.Row {
-	out := make([]pgstore.Row, n)
+func rowsN(prefix string, n int, ts time.Time) []event.Event {
+	out := make([]event.Event, n)
 	for i := range out {
-		out[i] = pgstore.Row{ID: fmt.Sprintf("%s-%04d", prefix, i), ClientID: "c", Type: "t",
+		out[i] = event.Event{ID: fmt.Sprintf("%s-%04d", prefix, i), ClientID: "c", Type: "t",
 			Timestamp: ts.Add(time.Duration(i) * time.Microsecond), IngestedAt: ts, Payload: []byte(`{"i":` + fmt.Sprint(i) + `}`)}
 	}
 	return out
@@ -281,17 +281,17 @@ func TestCountRangesAndIDs(t *testing.T) {
 	s := openMigrated(t, testenv.PG(t), "spillway-test")
 	ctx := testenv.Context(t, time.Minute)
 	base := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	var rows []pgstore.Row
+	var rows []event.Event
 	for i := 0; i < 30; i++ { // 10 per minute; the microsecond bounds matter
-		rows = append(rows, pgstore.Row{ID: fmt.Sprintf("id-%02d", 29-i), ClientID: "c",
+		rows = append(rows, event.Event{ID: fmt.Sprintf("id-%02d", 29-i), ClientID: "c",
 			Timestamp: base.Add(time.Duration(i/10)*time.Minute + time.Duration(i%10)*time.Microsecond), IngestedAt: base})
 	}
 	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, rows); err != nil {
 		t.Fatal(err)
 	}
 	m := func(k int) time.Time { return base.Add(time.Duration(k) * time.Minute) }
-	got, err := s.CountRanges(ctx, []pgstore.Range{{m(0), m(1)}, {m(1), m(2)}, {m(2), m(3)}, {m(3), m(4)},
-		{m(1), m(1).Add(5 * time.Microsecond)}, {m(1).Add(5 * time.Microsecond), m(2)}})
+	got, err := s.CountRanges(ctx, []event.Range{{From: m(0), To: m(1)}, {From: m(1), To: m(2)}, {From: m(2), To: m(3)}, {From: m(3), To: m(4)},
+		{From: m(1), To: m(1).Add(5 * time.Microsecond)}, {From: m(1).Add(5 * time.Microsecond), To: m(2)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,14 +312,14 @@ func TestCountRangesAndIDs(t *testing.T) {
 			t.Fatalf("range %d: digest sum %d in PostgreSQL, %d in Go", i, got[i].Hash, sum)
 		}
 	}
-	ids, err := s.IDsInRange(ctx, pgstore.Range{From: m(1), To: m(2)}, 10)
+	ids, err := s.IDsInRange(ctx, event.Range{From: m(1), To: m(2)}, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ids) != 10 || ids[0] != "id-10" || ids[9] != "id-19" {
 		t.Fatalf("ids %v", ids)
 	}
-	if _, err := s.IDsInRange(ctx, pgstore.Range{From: m(0), To: m(3)}, 29); !errors.Is(err, pgstore.ErrTooMany) {
+	if _, err := s.IDsInRange(ctx, event.Range{From: m(0), To: m(3)}, 29); !errors.Is(err, event.ErrTooMany) {
 		t.Fatalf("over the limit: %v", err)
 	}
 }
@@ -329,11 +329,11 @@ func TestPayloadRoundTripThroughCopy(t *testing.T) {
 	s := openMigrated(t, testenv.PG(t), "spillway-test")
 	ctx := testenv.Context(t, time.Minute)
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
-	var rows []pgstore.Row
+	var rows []event.Event
 	for i, p := range payloadCases {
-		rows = append(rows, pgstore.Row{ID: fmt.Sprintf("p%02d", i), ClientID: "c'; DROP TABLE events; --", Timestamp: ts, IngestedAt: ts, Payload: []byte(p)})
+		rows = append(rows, event.Event{ID: fmt.Sprintf("p%02d", i), ClientID: "c'; DROP TABLE events; --", Timestamp: ts, IngestedAt: ts, Payload: []byte(p)})
 	}
-	rows = append(rows, pgstore.Row{ID: "nil", ClientID: "c", Timestamp: ts, IngestedAt: ts})
+	rows = append(rows, event.Event{ID: "nil", ClientID: "c", Timestamp: ts, IngestedAt: ts})
 	lease, err := s.Lead(ctx, "x")
 	if err != nil {
 		t.Fatal(err)
@@ -343,7 +343,7 @@ func TestPayloadRoundTripThroughCopy(t *testing.T) {
 		t.Fatalf("commit: %+v %v", res, err)
 	}
 	for i, p := range payloadCases {
-		got, err := s.GetEvent(ctx, fmt.Sprintf("p%02d", i), time.Time{})
+		got, err := s.Get(ctx, fmt.Sprintf("p%02d", i), time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -355,7 +355,7 @@ func TestPayloadRoundTripThroughCopy(t *testing.T) {
 			t.Errorf("client id %q", got.ClientID)
 		}
 	}
-	if got, err := s.GetEvent(ctx, "nil", time.Time{}); err != nil || got.Payload != nil {
+	if got, err := s.Get(ctx, "nil", time.Time{}); err != nil || got.Payload != nil {
 		t.Fatalf("nil payload came back as %q (%v)", got.Payload, err)
 	}
 }

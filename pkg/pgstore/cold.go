@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -17,27 +16,6 @@ import (
 // COLLATE "C" (byte order, like keyword sort values) and timestamps microseconds in both
 // stores, so a (timestamp, id) position taken from one store means the same place in the other.
 
-// ColdFilter selects archived events by client, type and time.
-type ColdFilter struct {
-	ClientIDs []string // at least one; matched exactly
-	Types     []string // none: any type
-	From, To  time.Time
-}
-
-// ColdKey is a position in the (timestamp, id) order.
-type ColdKey struct {
-	Timestamp time.Time
-	ID        string
-}
-
-// ColdQuery asks for one page of archived events.
-type ColdQuery struct {
-	ColdFilter
-	Desc  bool
-	After *ColdKey // strictly after this position in the page's order; nil: from the start
-	Size  int
-}
-
 // maxColdPage bounds one page (the API's largest page plus its probe, with room).
 const maxColdPage = 20000
 
@@ -45,7 +23,7 @@ const maxColdPage = 20000
 // SQL text only varies with which conditions are present; every value is a parameter. Absent
 // conditions are left out rather than written as "$n IS NULL OR ...", which a cached generic
 // plan could not turn into index bounds.
-func (f ColdFilter) where(args []any, clientCol string) ([]string, []any) {
+func where(f event.Filter, args []any, clientCol string) ([]string, []any) {
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
@@ -74,11 +52,11 @@ func dedupe(v []string) []string {
 	return slices.Compact(out)
 }
 
-// ColdPage returns up to q.Size archived events matching q in (timestamp, id) order, ascending
+// Page returns up to q.Size archived events matching q in (timestamp, id) order, ascending
 // or descending, strictly after q.After. Each client's events are read with one range scan of
 // the (client_id, ts, id) index, at most Size of them, and the per-client runs are merged, so a
 // page costs O(clients × Size) rows whatever the size of the history.
-func (s *Store) ColdPage(ctx context.Context, q ColdQuery) ([]event.Event, error) {
+func (s *Store) Page(ctx context.Context, q event.PageQuery) ([]event.Event, error) {
 	if len(q.ClientIDs) == 0 || q.Size < 1 || q.Size > maxColdPage {
 		return nil, fmt.Errorf("cold page: %w: clientIds and a size of 1-%d are required", event.ErrInvalid, maxColdPage)
 	}
@@ -86,7 +64,7 @@ func (s *Store) ColdPage(ctx context.Context, q ColdQuery) ([]event.Event, error
 		return nil, nil
 	}
 	args := []any{dedupe(q.ClientIDs)}
-	conds, args := q.where(args, "c.client_id")
+	conds, args := where(q.Filter, args, "c.client_id")
 	op, dir := ">", "ASC"
 	if q.Desc {
 		op, dir = "<", "DESC"
@@ -117,15 +95,15 @@ func (s *Store) ColdPage(ctx context.Context, q ColdQuery) ([]event.Event, error
 	return out, nil
 }
 
-// ColdCount returns the exact number of archived events matching f.
-func (s *Store) ColdCount(ctx context.Context, f ColdFilter) (int64, error) {
+// Count returns the exact number of archived events matching f.
+func (s *Store) Count(ctx context.Context, f event.Filter) (int64, error) {
 	if len(f.ClientIDs) == 0 {
 		return 0, fmt.Errorf("cold count: %w: clientIds are required", event.ErrInvalid)
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
 		return 0, nil
 	}
-	conds, args := f.where(nil, "")
+	conds, args := where(f, nil, "")
 	var n int64
 	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM events_all e WHERE `+strings.Join(conds, " AND "), args...).Scan(&n); err != nil {
 		return 0, wrap("cold count", err)

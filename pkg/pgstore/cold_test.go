@@ -8,16 +8,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // coldRows are events of three clients whose ids exercise byte order: upper case sorts before
 // lower case, multi-byte UTF-8 after ASCII, "a" before "a0" — orders a linguistic collation would
 // change. Many share a timestamp.
-func coldRows(base time.Time) []pgstore.Row {
+func coldRows(base time.Time) []event.Event {
 	ids := []string{"A", "Z", "a", "a0", "a-", "b", "é", "ü", "日", "~", "0", "_", "aB", "ab", "Ab"}
-	var rows []pgstore.Row
+	var rows []event.Event
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 600; i++ {
 		ts := base.Add(time.Duration(r.IntN(40)) * time.Microsecond) // 40 instants: many ties
@@ -25,15 +26,15 @@ func coldRows(base time.Time) []pgstore.Row {
 			ts = base.Add(time.Duration(r.IntN(3)) * time.Hour)
 		}
 		typ := []string{"click", "view", ""}[i%3]
-		rows = append(rows, pgstore.Row{ID: fmt.Sprintf("%s%03d", ids[i%len(ids)], i), ClientID: fmt.Sprintf("c%d", i%3),
+		rows = append(rows, event.Event{ID: fmt.Sprintf("%s%03d", ids[i%len(ids)], i), ClientID: fmt.Sprintf("c%d", i%3),
 			Type: typ, Timestamp: ts, IngestedAt: ts, Payload: []byte(fmt.Sprintf(`{"i": %d}`, i))})
 	}
 	return rows
 }
 
 // want is the events of rows matching f in (timestamp, id) byte order.
-func want(rows []pgstore.Row, f pgstore.ColdFilter, desc bool) []string {
-	var out []pgstore.Row
+func want(rows []event.Event, f event.Filter, desc bool) []string {
+	var out []event.Event
 	for _, r := range rows {
 		if !slices.Contains(f.ClientIDs, r.ClientID) || len(f.Types) > 0 && !slices.Contains(f.Types, r.Type) ||
 			!f.From.IsZero() && r.Timestamp.Before(f.From) || !f.To.IsZero() && !r.Timestamp.Before(f.To) {
@@ -41,7 +42,7 @@ func want(rows []pgstore.Row, f pgstore.ColdFilter, desc bool) []string {
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b pgstore.Row) int {
+	slices.SortFunc(out, func(a, b event.Event) int {
 		c := a.Timestamp.Compare(b.Timestamp)
 		if c == 0 {
 			c = strings.Compare(a.ID, b.ID) // Go compares strings bytewise, like keyword sort values
@@ -66,7 +67,7 @@ func TestColdPagesFollowByteOrderAcrossTies(t *testing.T) {
 	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, rows); err != nil {
 		t.Fatal(err)
 	}
-	filters := map[string]pgstore.ColdFilter{
+	filters := map[string]event.Filter{
 		"one client":          {ClientIDs: []string{"c1"}},
 		"two clients, repeat": {ClientIDs: []string{"c2", "c0", "c2"}},
 		"types":               {ClientIDs: []string{"c0", "c1", "c2"}, Types: []string{"click", "view"}},
@@ -80,9 +81,9 @@ func TestColdPagesFollowByteOrderAcrossTies(t *testing.T) {
 			t.Run(fmt.Sprintf("%s desc=%v", name, desc), func(t *testing.T) {
 				exp := want(rows, f, desc)
 				var got []string
-				var after *pgstore.ColdKey
+				var after *event.Position
 				for page := 0; page < 1000; page++ {
-					evs, err := s.ColdPage(ctx, pgstore.ColdQuery{ColdFilter: f, Desc: desc, After: after, Size: 7})
+					evs, err := s.Page(ctx, event.PageQuery{Filter: f, Desc: desc, After: after, Size: 7})
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -93,12 +94,12 @@ func TestColdPagesFollowByteOrderAcrossTies(t *testing.T) {
 						break
 					}
 					last := evs[len(evs)-1]
-					after = &pgstore.ColdKey{Timestamp: last.Timestamp, ID: last.ID}
+					after = &event.Position{Timestamp: last.Timestamp, ID: last.ID}
 				}
 				if !slices.Equal(got, exp) {
 					t.Fatalf("got %d events %v\nwant %d %v", len(got), head(got), len(exp), head(exp))
 				}
-				n, err := s.ColdCount(ctx, f)
+				n, err := s.Count(ctx, f)
 				if err != nil || n != int64(len(exp)) {
 					t.Fatalf("count %d %v, want %d", n, err, len(exp))
 				}
@@ -113,14 +114,14 @@ func TestColdPageReturnsTheStoredEvent(t *testing.T) {
 	s := openMigrated(t, testenv.PG(t), "spillway-test")
 	ctx := testenv.Context(t, time.Minute)
 	ts := time.Date(2026, 2, 3, 4, 5, 6, 789012000, time.UTC)
-	rows := []pgstore.Row{
+	rows := []event.Event{
 		{ID: "with", ClientID: "c", Type: "t", Timestamp: ts, IngestedAt: ts.Add(time.Second), Payload: []byte(`{"b":[1,2],"a":"x"}`)},
 		{ID: "without", ClientID: "c", Timestamp: ts, IngestedAt: ts},
 	}
 	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, rows); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := s.ColdPage(ctx, pgstore.ColdQuery{ColdFilter: pgstore.ColdFilter{ClientIDs: []string{"c"}}, Size: 10})
+	evs, err := s.Page(ctx, event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c"}}, Size: 10})
 	if err != nil || len(evs) != 2 {
 		t.Fatalf("%v %v", evs, err)
 	}
@@ -132,10 +133,10 @@ func TestColdPageReturnsTheStoredEvent(t *testing.T) {
 	if o := evs[1]; o.ID != "without" || o.Type != "" || o.Payload != nil {
 		t.Fatalf("without: %+v", o)
 	}
-	if _, err := s.ColdPage(ctx, pgstore.ColdQuery{Size: 10}); err == nil {
+	if _, err := s.Page(ctx, event.PageQuery{Size: 10}); err == nil {
 		t.Fatal("a page without clientIds was accepted")
 	}
-	if _, err := s.ColdCount(ctx, pgstore.ColdFilter{}); err == nil {
+	if _, err := s.Count(ctx, event.Filter{}); err == nil {
 		t.Fatal("a count without clientIds was accepted")
 	}
 }

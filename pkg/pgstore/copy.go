@@ -7,23 +7,15 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/spillway/spillway/pkg/event"
 )
 
-// Row is one event as the archive stores it.
-type Row struct {
-	ID         string
-	ClientID   string
-	Type       string // "" is stored as NULL
-	Timestamp  time.Time
-	IngestedAt time.Time
-	// Payload is JSON text written to jsonb verbatim (PostgreSQL parses it; numeric keeps every
-	// digit). nil stores NULL.
-	Payload []byte
-}
-
-// size is the number of data bytes the row sends with COPY (field contents, without framing).
-func (r Row) size() int64 {
-	return int64(len(r.ID)+len(r.ClientID)+len(r.Type)+len(r.Payload)) + 16
+// rowSize is the number of data bytes an event sends with COPY (field contents, without
+// framing). An event's Type "" is stored as NULL, and so is a nil Payload; a payload is JSON text
+// written to jsonb verbatim (PostgreSQL parses it; numeric keeps every digit).
+func rowSize(e event.Event) int64 {
+	return int64(len(e.ID)+len(e.ClientID)+len(e.Type)+len(e.Payload)) + 16
 }
 
 // Batch is one page of one shard's sequence-number feed, to be committed together with the
@@ -38,7 +30,7 @@ type Batch struct {
 	// To is the new checkpoint: the last row's _seq_no, or the upper bound of the read when the
 	// range was exhausted.
 	To   int64
-	Rows []Row
+	Rows []event.Event
 }
 
 // Result is what a COPY transaction wrote.
@@ -74,7 +66,7 @@ type beginner interface {
 }
 
 // rowTimes lists the rows' timestamps, for the partitions they need.
-func rowTimes(rows []Row) []time.Time {
+func rowTimes(rows []event.Event) []time.Time {
 	ts := make([]time.Time, len(rows))
 	for i, r := range rows {
 		ts[i] = r.Timestamp
@@ -131,7 +123,7 @@ func (s *Store) commitBatch(ctx context.Context, db beginner, b Batch) (Result, 
 // copyRows COPYs rows into a staging table that lives until the transaction ends, then inserts
 // them into events; an (id, UTC day) already archived is skipped (each day partition's UNIQUE
 // (id) is the arbiter), which makes every write idempotent. The partitions must exist.
-func copyRows(ctx context.Context, tx pgx.Tx, rows []Row) (Result, error) {
+func copyRows(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, error) {
 	if len(rows) == 0 {
 		return Result{}, nil
 	}
@@ -145,13 +137,13 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []Row) (Result, error) {
 	var res Result
 	src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
 		r := rows[i]
-		res.Bytes += r.size()
+		res.Bytes += rowSize(r)
 		var typ, payload any
 		if r.Type != "" {
 			typ = r.Type
 		}
 		if r.Payload != nil {
-			payload = r.Payload
+			payload = []byte(r.Payload) // JSON text, verbatim
 		}
 		return []any{r.ID, r.ClientID, typ, r.Timestamp, r.IngestedAt, payload}, nil
 	})
@@ -193,7 +185,7 @@ const (
 // CopyEvents writes rows outside the sequence-number feed (verify --repair, backfill), skipping
 // (id, day) pairs already archived, and counts them by origin in the same transaction. No
 // checkpoint moves. The rows' day partitions are created first.
-func (s *Store) CopyEvents(ctx context.Context, origin Origin, rows []Row) (Result, error) {
+func (s *Store) CopyEvents(ctx context.Context, origin Origin, rows []event.Event) (Result, error) {
 	var column string
 	switch origin {
 	case OriginRepair:

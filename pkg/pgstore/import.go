@@ -70,7 +70,7 @@ var ErrImportMoved = errors.New("import position moved: another process imports 
 // ImportBatch writes the rows of the source's records [from, to) and moves its position to to,
 // in one transaction; (id, day) pairs already archived are skipped and counted. The rows' day
 // partitions are created first.
-func (s *Store) ImportBatch(ctx context.Context, source string, from, to int64, rows []Row) (Result, error) {
+func (s *Store) ImportBatch(ctx context.Context, source string, from, to int64, rows []event.Event) (Result, error) {
 	if err := s.EnsurePartitions(ctx, rowTimes(rows)...); err != nil {
 		return Result{}, fmt.Errorf("import batch: %w", err)
 	}

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // migrated opens a store on a fresh schema with every migration applied.
@@ -29,8 +29,8 @@ func migrated(t *testing.T) *pgstore.Store {
 	return s
 }
 
-func row(id string, ts time.Time) pgstore.Row {
-	return pgstore.Row{ID: id, ClientID: "c-" + id, Timestamp: ts, IngestedAt: ts, Payload: []byte(`{"at":"` + ts.Format(time.RFC3339Nano) + `"}`)}
+func row(id string, ts time.Time) event.Event {
+	return event.Event{ID: id, ClientID: "c-" + id, Timestamp: ts, IngestedAt: ts, Payload: []byte(`{"at":"` + ts.Format(time.RFC3339Nano) + `"}`)}
 }
 
 func countRows(t *testing.T, s *pgstore.Store, where string, args ...any) int64 {
@@ -84,12 +84,12 @@ func TestIdentityIsIDAndUTCDay(t *testing.T) {
 	ctx := testenv.Context(t, time.Minute)
 	lastOfDay1 := time.Date(2026, 3, 4, 23, 59, 59, 999999000, time.UTC)
 	firstOfDay2 := time.Date(2026, 3, 5, 0, 0, 0, 0, time.UTC)
-	res, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []pgstore.Row{row("order-1", lastOfDay1), row("order-1", firstOfDay2)})
+	res, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{row("order-1", lastOfDay1), row("order-1", firstOfDay2)})
 	if err != nil || res.Inserted != 2 {
 		t.Fatalf("two days: inserted %d, %v; want 2", res.Inserted, err)
 	}
 	// Again, and with another timestamp on the first day: the same (id, day), nothing new.
-	res, err = s.CopyEvents(ctx, pgstore.OriginRepair, []pgstore.Row{row("order-1", lastOfDay1), row("order-1", firstOfDay2),
+	res, err = s.CopyEvents(ctx, pgstore.OriginRepair, []event.Event{row("order-1", lastOfDay1), row("order-1", firstOfDay2),
 		row("order-1", lastOfDay1.Add(-time.Hour))})
 	if err != nil || res.Inserted != 0 {
 		t.Fatalf("repeat: inserted %d, %v; want 0", res.Inserted, err)
@@ -97,27 +97,27 @@ func TestIdentityIsIDAndUTCDay(t *testing.T) {
 	if n := countRows(t, s, "WHERE id = 'order-1'"); n != 2 {
 		t.Fatalf("%d rows for order-1, want 2", n)
 	}
-	newest, err := s.GetEvent(ctx, "order-1", time.Time{})
+	newest, err := s.Get(ctx, "order-1", time.Time{})
 	if err != nil || !newest.Timestamp.Equal(firstOfDay2) {
 		t.Fatalf("newest: %v %v, want %s", newest.Timestamp, err, firstOfDay2)
 	}
-	first, err := s.GetEvent(ctx, "order-1", lastOfDay1)
+	first, err := s.Get(ctx, "order-1", lastOfDay1)
 	if err != nil || !first.Timestamp.Equal(lastOfDay1) {
 		t.Fatalf("day 1: %v %v, want %s", first.Timestamp, err, lastOfDay1)
 	}
-	if _, err := s.GetEvent(ctx, "order-1", firstOfDay2.Add(48*time.Hour)); !errors.Is(err, event.ErrNotFound) {
+	if _, err := s.Get(ctx, "order-1", firstOfDay2.Add(48*time.Hour)); !errors.Is(err, event.ErrNotFound) {
 		t.Fatalf("another day: %v, want not found", err)
 	}
 	// The cold tier reads both, in (timestamp, id) order, and counts both.
-	page, err := s.ColdPage(ctx, pgstore.ColdQuery{ColdFilter: pgstore.ColdFilter{ClientIDs: []string{"c-order-1"}}, Size: 10})
+	page, err := s.Page(ctx, event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c-order-1"}}, Size: 10})
 	if err != nil || len(page) != 2 || !page[0].Timestamp.Equal(lastOfDay1) || !page[1].Timestamp.Equal(firstOfDay2) {
 		t.Fatalf("cold page: %+v %v", page, err)
 	}
-	if n, err := s.ColdCount(ctx, pgstore.ColdFilter{ClientIDs: []string{"c-order-1"}}); err != nil || n != 2 {
+	if n, err := s.Count(ctx, event.Filter{ClientIDs: []string{"c-order-1"}}); err != nil || n != 2 {
 		t.Fatalf("cold count %d %v", n, err)
 	}
 	// Verification's ranges split at midnight see one each.
-	counts, err := s.CountRanges(ctx, []pgstore.Range{{From: lastOfDay1.Truncate(24 * time.Hour), To: firstOfDay2}, {From: firstOfDay2, To: firstOfDay2.Add(time.Hour)}})
+	counts, err := s.CountRanges(ctx, []event.Range{{From: lastOfDay1.Truncate(24 * time.Hour), To: firstOfDay2}, {From: firstOfDay2, To: firstOfDay2.Add(time.Hour)}})
 	if err != nil || counts[0].N != 1 || counts[1].N != 1 || counts[0].Hash != event.IDHash("order-1") {
 		t.Fatalf("counts %+v %v", counts, err)
 	}
@@ -157,7 +157,7 @@ func TestPartitionsOnDemandRace(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			s := stores[i%2]
-			rows := make([]pgstore.Row, len(times))
+			rows := make([]event.Event, len(times))
 			for j, ts := range times {
 				rows[j] = row(fmt.Sprintf("r%d-%d", i, j), ts)
 			}
@@ -206,13 +206,13 @@ func TestMissingPartitionFailsTheBatch(t *testing.T) {
 	}
 	writer, other := open(), open()
 	day := time.Date(2026, 1, 2, 12, 0, 0, 0, time.UTC)
-	if _, err := writer.CopyEvents(ctx, pgstore.OriginBackfill, []pgstore.Row{row("a", day)}); err != nil {
+	if _, err := writer.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{row("a", day)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := other.DropPartition(ctx, day); err != nil {
 		t.Fatal(err)
 	}
-	batch := []pgstore.Row{row("b", day.Add(24*time.Hour)), row("c", day)}
+	batch := []event.Event{row("b", day.Add(24*time.Hour)), row("c", day)}
 	if _, err := writer.CopyEvents(ctx, pgstore.OriginBackfill, batch); err == nil || !strings.Contains(err.Error(), "no partition") {
 		t.Fatalf("write into a dropped day: %v, want a no-partition error", err)
 	}
@@ -230,7 +230,7 @@ func TestVerifyOfOneDayReadsOnePartition(t *testing.T) {
 	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	day := time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC)
-	var rows []pgstore.Row
+	var rows []event.Event
 	for d := -3; d <= 3; d++ {
 		for i := range 50 {
 			rows = append(rows, row(fmt.Sprintf("d%d-%d", d, i), day.Add(time.Duration(d)*24*time.Hour+time.Duration(i)*time.Minute)))
@@ -239,9 +239,9 @@ func TestVerifyOfOneDayReadsOnePartition(t *testing.T) {
 	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, rows); err != nil {
 		t.Fatal(err)
 	}
-	var buckets []pgstore.Range
+	var buckets []event.Range
 	for h := range 24 {
-		buckets = append(buckets, pgstore.Range{From: day.Add(time.Duration(h) * time.Hour), To: day.Add(time.Duration(h+1) * time.Hour)})
+		buckets = append(buckets, event.Range{From: day.Add(time.Duration(h) * time.Hour), To: day.Add(time.Duration(h+1) * time.Hour)})
 	}
 	sql, args := pgstore.CountRangesQuery(buckets)
 	for name, q := range map[string]struct {
@@ -325,7 +325,7 @@ func TestDropPartition(t *testing.T) {
 	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	day := time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC)
-	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []pgstore.Row{row("x", day), row("y", day.Add(24*time.Hour))}); err != nil {
+	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{row("x", day), row("y", day.Add(24*time.Hour))}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.DropPartition(ctx, day); err != nil {
@@ -352,7 +352,7 @@ func TestArchivedPayloadsUseLZ4(t *testing.T) {
 	big := `{"items":[` + strings.Repeat(`{"sku":"SKU-10293","name":"Trail Running Shoe","qty":1},`, 100) + `{}]}`
 	r := row("big", time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC))
 	r.Payload = []byte(big)
-	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []pgstore.Row{r}); err != nil {
+	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{r}); err != nil {
 		t.Fatal(err)
 	}
 	var method string

@@ -79,9 +79,6 @@ func Open(ctx context.Context, cfg config.Postgres, opts Options, logger *slog.L
 // Close closes the pool after borrowed connections are returned.
 func (s *Store) Close() { s.pool.Close() }
 
-// Pool exposes the pgx pool to code inside pgstore's role files and tests.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
-
 // MaxConns is the pool's hard cap.
 func (s *Store) MaxConns() int32 { return s.pool.Config().MaxConns }
 
@@ -175,10 +172,10 @@ func (s *Store) InsertEvent(ctx context.Context, e event.Event) (inserted bool, 
 	return tag.RowsAffected() == 1, nil
 }
 
-// GetEvent reads one event by id, or event.ErrNotFound. An id may exist on several UTC days
+// Get reads one event by id, or event.ErrNotFound. An id may exist on several UTC days
 // (the archive's identity is (id, day)): with a zero day it returns the newest (latest
 // timestamp); otherwise the one of day's UTC day.
-func (s *Store) GetEvent(ctx context.Context, id string, day time.Time) (event.Event, error) {
+func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event, error) {
 	sql := `SELECT id, client_id, type, ts, ingested_at, payload::text FROM events_all WHERE id = $1`
 	args := []any{id}
 	if !day.IsZero() {

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/mappings"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 func TestMigrationsAreNumberedFiles(t *testing.T) {
@@ -60,7 +60,7 @@ func TestMigrateWriteRead(t *testing.T) {
 	if err != nil || ok {
 		t.Fatalf("second insert: inserted=%v err=%v, want ignored", ok, err)
 	}
-	got, err := s.GetEvent(ctx, "row-1", time.Time{})
+	got, err := s.Get(ctx, "row-1", time.Time{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestMigrateWriteRead(t *testing.T) {
 	if ja, _ := json.Marshal(a); string(ja) != func() string { jb, _ := json.Marshal(b); return string(jb) }() {
 		t.Fatalf("payload %s, want %s", got.Payload, e.Payload)
 	}
-	if _, err := s.GetEvent(ctx, "nope", time.Time{}); !errors.Is(err, event.ErrNotFound) {
+	if _, err := s.Get(ctx, "nope", time.Time{}); !errors.Is(err, event.ErrNotFound) {
 		t.Fatalf("missing: %v", err)
 	}
 }

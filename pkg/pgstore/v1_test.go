@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // v1Store builds a version-1 archive with rows on several days, then opens it with the current
@@ -60,7 +61,7 @@ func TestV1MoveKeepsEveryRowReadableOnce(t *testing.T) {
 	// The archiver writes meanwhile: one (id, day) still waiting in events_v1 (skipped), the
 	// same id on another day (a new event), and a new id.
 	waiting := rows[150] // day 3
-	res, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []pgstore.Row{
+	res, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{
 		row(waiting.ID, waiting.Timestamp.Add(time.Second)),
 		row(waiting.ID, waiting.Timestamp.Add(30*24*time.Hour)),
 		row("new-1", waiting.Timestamp),

@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -10,9 +9,6 @@ import (
 
 	"github.com/spillway/spillway/pkg/event"
 )
-
-// Range is the half-open time interval [From, To) of event timestamps.
-type Range struct{ From, To time.Time }
 
 // RangeCount counts one range's events.
 type RangeCount struct {
@@ -23,7 +19,7 @@ type RangeCount struct {
 // CountRanges counts the events whose ts falls in each range and sums their id digests (one
 // RangeCount per range, in order). Both come from index-only scans of the (ts, id) index of the
 // day partitions the ranges touch, and of no other partition (see countRangesQuery).
-func (s *Store) CountRanges(ctx context.Context, ranges []Range) ([]RangeCount, error) {
+func (s *Store) CountRanges(ctx context.Context, ranges []event.Range) ([]RangeCount, error) {
 	if len(ranges) == 0 {
 		return nil, nil
 	}
@@ -51,7 +47,7 @@ func (s *Store) CountRanges(ctx context.Context, ranges []Range) ([]RangeCount, 
 // countRangesQuery is CountRanges' statement. Besides each range's own bounds (parameters of the
 // lateral join, known only row by row) it bounds ts by the ranges' hull ($3, $4): top-level
 // parameters the planner prunes partitions with, so verifying one day reads one partition.
-func countRangesQuery(ranges []Range) (string, []any) {
+func countRangesQuery(ranges []event.Range) (string, []any) {
 	lo := make([]time.Time, len(ranges))
 	hi := make([]time.Time, len(ranges))
 	hull := ranges[0]
@@ -70,13 +66,10 @@ func countRangesQuery(ranges []Range) (string, []any) {
 		[]any{lo, hi, hull.From, hull.To}
 }
 
-// ErrTooMany means a range holds more ids than the caller's limit.
-var ErrTooMany = errors.New("too many ids in range")
-
-// IDsInRange returns the ids of the events whose ts falls in r, in byte order, or ErrTooMany
+// IDsInRange returns the ids of the events whose ts falls in r, in byte order, or event.ErrTooMany
 // when there are more than limit. Within one UTC day ids are unique (the archive's identity is
 // (id, day)); a range across midnight may list an id once per day.
-func (s *Store) IDsInRange(ctx context.Context, r Range, limit int) ([]string, error) {
+func (s *Store) IDsInRange(ctx context.Context, r event.Range, limit int) ([]string, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id FROM events_all WHERE ts >= $1 AND ts < $2 ORDER BY id LIMIT $3`, r.From, r.To, limit+1)
 	if err != nil {
 		return nil, wrap("ids in range", err)
@@ -86,7 +79,7 @@ func (s *Store) IDsInRange(ctx context.Context, r Range, limit int) ([]string, e
 		return nil, wrap("ids in range", err)
 	}
 	if len(ids) > limit {
-		return nil, fmt.Errorf("ids in range: %w (more than %d)", ErrTooMany, limit)
+		return nil, fmt.Errorf("ids in range: %w (more than %d)", event.ErrTooMany, limit)
 	}
 	return ids, nil
 }

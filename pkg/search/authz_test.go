@@ -14,7 +14,6 @@ import (
 
 	"github.com/spillway/spillway/api/apitest"
 	"github.com/spillway/spillway/pkg/auth"
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/search"
@@ -32,8 +31,8 @@ func TestBoundReadKeySeesOnlyItsClients(t *testing.T) {
 	}
 	now := time.Now()
 	store := &fakeStore{t: t,
-		page:  func(esstore.PageQuery) ([]esstore.Hit, error) { return nil, nil },
-		count: func(esstore.Filter) (int64, error) { return 7, nil },
+		page:  func(event.PageQuery) ([]event.Event, error) { return nil, nil },
+		count: func(event.Filter) (int64, error) { return 7, nil },
 		getFn: func(id string) (event.Event, error) {
 			switch id {
 			case "mine":

@@ -19,11 +19,10 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/search"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // BenchmarkPage measures GET /api/v1/events for a random client's 100 newest events, end to end
@@ -145,12 +144,12 @@ func loadBench(tb testing.TB, env *esEnv, n, clients int) {
 }
 
 // pageStore answers every page with the same hits: what BenchmarkListHandler encodes.
-type pageStore struct{ hits []esstore.Hit }
+type pageStore struct{ hits []event.Event }
 
-func (p pageStore) Page(context.Context, esstore.PageQuery) ([]esstore.Hit, error) {
+func (p pageStore) Page(context.Context, event.PageQuery) ([]event.Event, error) {
 	return p.hits, nil
 }
-func (p pageStore) Count(context.Context, esstore.Filter) (int64, error) { return 0, nil }
+func (p pageStore) Count(context.Context, event.Filter) (int64, error) { return 0, nil }
 func (p pageStore) Get(context.Context, string, time.Time) (event.Event, error) {
 	return event.Event{}, event.ErrNotFound
 }
@@ -162,12 +161,12 @@ func (p pageStore) Get(context.Context, string, time.Time) (event.Event, error) 
 func BenchmarkListHandler(b *testing.B) {
 	filler := strings.Repeat("abcdefghij", 497)
 	now := time.Now().UTC()
-	var hits []esstore.Hit
+	var hits []event.Event
 	for i := 0; i < 101; i++ {
 		ts := now.Add(-time.Duration(i) * time.Millisecond)
 		e := event.Event{ID: fmt.Sprintf("lg-run-%d", i), ClientID: "client-7", Type: "load", Timestamp: ts, IngestedAt: ts,
 			Payload: json.RawMessage(fmt.Sprintf(`{"seq":%d,"data":"%s"}`, i, filler))}
-		hits = append(hits, esstore.Hit{Event: e, Key: esstore.SortKey{Nanos: ts.UnixNano(), ID: e.ID}})
+		hits = append(hits, e)
 	}
 	svc := search.New(pageStore{hits: hits}, nil, testConfig(), nil, prometheus.NewRegistry())
 	r := mux.NewRouter()

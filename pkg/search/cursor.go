@@ -12,7 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // Cursors and stream tokens are opaque to clients: base64url (no padding) of a compact binary
@@ -126,33 +126,34 @@ func (b binding) bytes() []byte {
 	return out
 }
 
-// encodeCursor returns the cursor continuing after key for the query b.
-func (s *signer) encodeCursor(b binding, key esstore.SortKey) string {
+// encodeCursor returns the cursor continuing after key for the query b. The timestamp travels
+// as epoch nanoseconds (microseconds in practice: both stores keep that precision).
+func (s *signer) encodeCursor(b binding, key event.Position) string {
 	p := make([]byte, 0, 16+len(key.ID))
 	p = append(p, cursorVersion)
-	p = binary.AppendVarint(p, key.Nanos)
+	p = binary.AppendVarint(p, key.Timestamp.UnixNano())
 	p = append(p, key.ID...)
 	return s.seal(domainCursor, b.bytes(), p)
 }
 
-// decodeCursor verifies a cursor against the query b and returns its sort key.
-func (s *signer) decodeCursor(b binding, v string) (esstore.SortKey, error) {
+// decodeCursor verifies a cursor against the query b and returns its position.
+func (s *signer) decodeCursor(b binding, v string) (event.Position, error) {
 	p, err := s.open(domainCursor, b.bytes(), v, maxCursorLen)
 	if err != nil {
-		return esstore.SortKey{}, err
+		return event.Position{}, err
 	}
 	if len(p) < 2 || p[0] != cursorVersion {
-		return esstore.SortKey{}, errBadCursor
+		return event.Position{}, errBadCursor
 	}
 	nanos, n := binary.Varint(p[1:])
 	if n <= 0 {
-		return esstore.SortKey{}, errBadCursor
+		return event.Position{}, errBadCursor
 	}
 	id := string(p[1+n:])
 	if nanos < 0 || len(id) == 0 || len(id) > maxIDBytes || !utf8.ValidString(id) {
-		return esstore.SortKey{}, errBadCursor
+		return event.Position{}, errBadCursor
 	}
-	return esstore.SortKey{Nanos: nanos, ID: id}, nil
+	return event.Position{Timestamp: time.Unix(0, nanos).UTC(), ID: id}, nil
 }
 
 // shardKey names one shard of one index incarnation: an index deleted and recreated under

@@ -5,17 +5,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
+	"github.com/spillway/spillway/pkg/event"
 )
 
 var testBinding = binding{clientIDs: []string{"b", "a"}, types: []string{"t"}, from: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), desc: true}
 
 func TestCursorRoundTrip(t *testing.T) {
 	s, _ := newSigner("k")
-	for _, key := range []esstore.SortKey{
-		{Nanos: 0, ID: "x"},
-		{Nanos: 1767225600000001000, ID: "0190a5e3-7b1c-7def-8000-000000000000"},
-		{Nanos: 1<<63 - 1, ID: string(make([]byte, maxIDBytes))},
+	for _, key := range []event.Position{
+		{Timestamp: time.Unix(0, 0).UTC(), ID: "x"},
+		{Timestamp: time.Unix(0, 1767225600000001000).UTC(), ID: "0190a5e3-7b1c-7def-8000-000000000000"},
+		{Timestamp: time.Unix(0, 1<<63-1).UTC(), ID: string(make([]byte, maxIDBytes))},
 	} {
 		c := s.encodeCursor(testBinding, key)
 		got, err := s.decodeCursor(testBinding, c)
@@ -85,7 +85,7 @@ func TestTokenRoundTrip(t *testing.T) {
 // this process signed can be accepted).
 func FuzzCursor(f *testing.F) {
 	s, _ := newSigner("fuzz-key")
-	f.Add(s.encodeCursor(testBinding, esstore.SortKey{Nanos: 1767225600000001000, ID: "id-1"}))
+	f.Add(s.encodeCursor(testBinding, event.Position{Timestamp: time.Unix(0, 1767225600000001000).UTC(), ID: "id-1"}))
 	f.Add(s.encodeToken(testBinding.bytes(), token{since: time.Unix(1767225600, 0), pos: map[shardKey]int64{{"u", 0}: 5}}))
 	f.Add("")
 	f.Add("AAAA")
@@ -107,7 +107,7 @@ func FuzzCursor(f *testing.F) {
 			raw = []byte(v)
 		}
 		forged := s.seal(domainCursor, testBinding.bytes(), raw)
-		if key, err := s.decodeCursor(testBinding, forged); err == nil && (key.Nanos < 0 || key.ID == "") {
+		if key, err := s.decodeCursor(testBinding, forged); err == nil && (key.Timestamp.Before(time.Unix(0, 0)) || key.ID == "") {
 			t.Fatalf("decoded an invalid key %+v", key)
 		}
 		forged = s.seal(domainStream, testBinding.bytes(), raw)

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // esEnv is a test's own index prefix on the real Elasticsearch, with the template installed.
@@ -58,7 +58,8 @@ func bulkBody(e *esEnv, events []event.Event) *bytes.Buffer {
 	enc := json.NewEncoder(&body)
 	for _, ev := range events {
 		_ = enc.Encode(map[string]any{"create": map[string]any{"_index": e.store.IndexFor(ev.Timestamp), "_id": ev.ID}})
-		_ = enc.Encode(esstore.ToDoc(ev))
+		doc, _ := esstore.EncodeDoc(ev)
+		body.Write(append(doc, '\n'))
 	}
 	return &body
 }

@@ -10,7 +10,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 )
 
@@ -35,10 +34,10 @@ const (
 
 // listQuery is a validated GET /api/v1/events request.
 type listQuery struct {
-	filter esstore.Filter
+	filter event.Filter
 	desc   bool
 	limit  int
-	after  *esstore.SortKey
+	after  *event.Position
 }
 
 func (q listQuery) binding() binding {
@@ -166,8 +165,8 @@ func truncate(s string) string {
 }
 
 // parseFilter reads clientId (required), type, and — when withTimes — from and to.
-func (s *Service) parseFilter(vals url.Values, withTimes bool, bad *problems) esstore.Filter {
-	var f esstore.Filter
+func (s *Service) parseFilter(vals url.Values, withTimes bool, bad *problems) event.Filter {
+	var f event.Filter
 	if len(vals[pClientID]) == 0 {
 		bad.add(pClientID, "is required (repeat it for several clients)")
 	} else {
@@ -227,10 +226,10 @@ func (s *Service) parseList(raw string) (listQuery, error) {
 }
 
 // parseCount validates GET /api/v1/events/count.
-func (s *Service) parseCount(raw string) (esstore.Filter, error) {
+func (s *Service) parseCount(raw string) (event.Filter, error) {
 	vals, bad := parseValues(raw, pClientID, pType, pFrom, pTo)
 	if vals == nil {
-		return esstore.Filter{}, bad.err()
+		return event.Filter{}, bad.err()
 	}
 	f := s.parseFilter(vals, true, &bad)
 	return f, bad.err()
@@ -238,10 +237,10 @@ func (s *Service) parseCount(raw string) (esstore.Filter, error) {
 
 // parseStream validates GET /api/v1/events/stream (times do not apply: the stream starts now
 // or at its Last-Event-ID).
-func (s *Service) parseStream(raw string) (esstore.Filter, error) {
+func (s *Service) parseStream(raw string) (event.Filter, error) {
 	vals, bad := parseValues(raw, pClientID, pType)
 	if vals == nil {
-		return esstore.Filter{}, bad.err()
+		return event.Filter{}, bad.err()
 	}
 	f := s.parseFilter(vals, false, &bad)
 	return f, bad.err()

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 )
 
@@ -21,13 +20,13 @@ import (
 type fakeStore struct {
 	t     *testing.T
 	mu    sync.Mutex
-	pages []esstore.PageQuery
-	page  func(esstore.PageQuery) ([]esstore.Hit, error)
-	count func(esstore.Filter) (int64, error)
+	pages []event.PageQuery
+	page  func(event.PageQuery) ([]event.Event, error)
+	count func(event.Filter) (int64, error)
 	getFn func(string) (event.Event, error)
 }
 
-func (f *fakeStore) Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error) {
+func (f *fakeStore) Page(ctx context.Context, q event.PageQuery) ([]event.Event, error) {
 	f.mu.Lock()
 	f.pages = append(f.pages, q)
 	f.mu.Unlock()
@@ -38,7 +37,7 @@ func (f *fakeStore) Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hi
 	return f.page(q)
 }
 
-func (f *fakeStore) Count(ctx context.Context, q esstore.Filter) (int64, error) {
+func (f *fakeStore) Count(ctx context.Context, q event.Filter) (int64, error) {
 	if f.count == nil {
 		f.t.Errorf("unexpected Count(%+v)", q)
 		return 0, errors.New("unexpected")
@@ -54,7 +53,7 @@ func (f *fakeStore) Get(ctx context.Context, id string, _ time.Time) (event.Even
 	return f.getFn(id)
 }
 
-func (f *fakeStore) lastPage() esstore.PageQuery {
+func (f *fakeStore) lastPage() event.PageQuery {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.pages[len(f.pages)-1]
@@ -126,7 +125,7 @@ func TestInvalidParametersAre400NamingTheParameter(t *testing.T) {
 }
 
 func TestValidQueryReachesTheStore(t *testing.T) {
-	store := &fakeStore{t: t, page: func(esstore.PageQuery) ([]esstore.Hit, error) { return nil, nil }}
+	store := &fakeStore{t: t, page: func(event.PageQuery) ([]event.Event, error) { return nil, nil }}
 	srv := startServer(t, store, nil, testConfig())
 	var body listBody
 	q := url.Values{"clientId": {"a", "b OR c"}, "type": {"t1"}, "order": {"desc"}, "limit": {"7"}}
@@ -170,7 +169,7 @@ func TestValidQueryReachesTheStore(t *testing.T) {
 // page of 10,000 asks for exactly 10,000 and a full page carries a cursor.
 func TestLimitAtTheResultWindow(t *testing.T) {
 	all := fakeEvents("a", 10000)
-	store := &fakeStore{t: t, page: func(q esstore.PageQuery) ([]esstore.Hit, error) {
+	store := &fakeStore{t: t, page: func(q event.PageQuery) ([]event.Event, error) {
 		if q.After != nil {
 			return nil, nil
 		}
@@ -197,22 +196,22 @@ func TestLimitAtTheResultWindow(t *testing.T) {
 }
 
 // fakeEvents returns n events of client c, one microsecond apart, sorted.
-func fakeEvents(c string, n int) []esstore.Hit {
+func fakeEvents(c string, n int) []event.Event {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	out := make([]esstore.Hit, n)
+	out := make([]event.Event, n)
 	for i := range out {
 		e := event.Event{ID: fmt.Sprintf("e%04d", i), ClientID: c, Timestamp: t0.Add(time.Duration(i) * time.Microsecond), IngestedAt: t0}
-		out[i] = esstore.Hit{Event: e, Key: esstore.SortKey{Nanos: e.Timestamp.UnixNano(), ID: e.ID}}
+		out[i] = e
 	}
 	return out
 }
 
 func TestCursorIsSignedAndBoundToTheQuery(t *testing.T) {
 	all := fakeEvents("a", 25)
-	store := &fakeStore{t: t, page: func(q esstore.PageQuery) ([]esstore.Hit, error) {
+	store := &fakeStore{t: t, page: func(q event.PageQuery) ([]event.Event, error) {
 		i := 0
 		if q.After != nil {
-			for i < len(all) && (all[i].Key.Nanos < q.After.Nanos || all[i].Key.Nanos == q.After.Nanos && all[i].Key.ID <= q.After.ID) {
+			for i < len(all) && (all[i].Timestamp.Before(q.After.Timestamp) || all[i].Timestamp.Equal(q.After.Timestamp) && all[i].ID <= q.After.ID) {
 				i++
 			}
 		}
@@ -283,7 +282,7 @@ func TestCursorIsSignedAndBoundToTheQuery(t *testing.T) {
 func TestCountGetAndStoreErrors(t *testing.T) {
 	ts := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
 	store := &fakeStore{t: t,
-		count: func(f esstore.Filter) (int64, error) {
+		count: func(f event.Filter) (int64, error) {
 			if f.ClientIDs[0] == "down" {
 				return 0, fmt.Errorf("count: %w", event.ErrUnavailable)
 			}
@@ -295,7 +294,7 @@ func TestCountGetAndStoreErrors(t *testing.T) {
 			}
 			return event.Event{}, fmt.Errorf("get: %w", event.ErrNotFound)
 		},
-		page: func(esstore.PageQuery) ([]esstore.Hit, error) { return nil, context.DeadlineExceeded },
+		page: func(event.PageQuery) ([]event.Event, error) { return nil, context.DeadlineExceeded },
 	}
 	srv := startServer(t, store, nil, testConfig())
 

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 )
 
@@ -94,7 +93,7 @@ type waiter struct{ ch chan struct{} }
 // snapshot is the state of the shards after one poll: every operation up to each shard's
 // global checkpoint is searchable. Immutable once published.
 type snapshot struct {
-	shards []esstore.Shard
+	shards []event.Shard
 	alive  map[string]bool // UUIDs of every event index that exists (cluster metadata)
 	// aliveAt is when the poll that read alive started: alive was read later. Polls that find
 	// the same shards reuse it (an index created, deleted, closed or reopened changes them).
@@ -110,16 +109,16 @@ type snapshot struct {
 // streams, indexed by clientId.
 type window struct {
 	from, upTo int64
-	docs       []esstore.FeedDoc
+	docs       []event.Sequenced
 	byClient   map[string][]int // positions in docs, in _seq_no order
 	bytes      int
 }
 
-func newWindow(from, upTo int64, docs []esstore.FeedDoc) *window {
+func newWindow(from, upTo int64, docs []event.Sequenced) *window {
 	w := &window{from: from, upTo: upTo, docs: docs, byClient: map[string][]int{}}
 	for i, d := range docs {
-		w.byClient[d.Doc.ClientID] = append(w.byClient[d.Doc.ClientID], i)
-		w.bytes += len(d.Doc.Payload) + len(d.Doc.ID) + len(d.Doc.ClientID) + 128
+		w.byClient[d.Event.ClientID] = append(w.byClient[d.Event.ClientID], i)
+		w.bytes += len(d.Event.Payload) + len(d.Event.ID) + len(d.Event.ClientID) + 128
 	}
 	return w
 }
@@ -129,7 +128,7 @@ func newWindow(from, upTo int64, docs []esstore.FeedDoc) *window {
 // from), applied in memory, in _seq_no order. clientId and type are keywords without normalizer
 // (exact match), and ingestedAt strings are fixed-width UTC (event.TimeFormat), so string order
 // is time order.
-func (w *window) matching(out []esstore.FeedDoc, after int64, f esstore.Filter, from string) []esstore.FeedDoc {
+func (w *window) matching(out []event.Sequenced, after int64, f event.Filter, from time.Time) []event.Sequenced {
 	var idx []int
 	for _, c := range f.ClientIDs {
 		idx = append(idx, w.byClient[c]...)
@@ -140,7 +139,7 @@ func (w *window) matching(out []esstore.FeedDoc, after int64, f esstore.Filter, 
 	}
 	for _, i := range idx {
 		d := w.docs[i]
-		if d.SeqNo > after && (len(f.Types) == 0 || slices.Contains(f.Types, d.Doc.Type)) && d.Doc.IngestedAt >= from {
+		if d.SeqNo > after && (len(f.Types) == 0 || slices.Contains(f.Types, d.Event.Type)) && !d.Event.IngestedAt.Before(from) {
 			out = append(out, d)
 		}
 	}
@@ -178,14 +177,11 @@ func (c *chain) extend(w *window) *chain {
 
 // matching returns the chain's documents after position that the stream selects; ok is false
 // when position lies before the chain.
-func (c *chain) matching(after int64, f esstore.Filter, since time.Time) (docs []esstore.FeedDoc, ok bool) {
+func (c *chain) matching(after int64, f event.Filter, since time.Time) (docs []event.Sequenced, ok bool) {
 	if after < c.from() {
 		return nil, false
 	}
-	var from string // "" is before every time
-	if !since.IsZero() {
-		from = event.Truncate(since).Format(event.TimeFormat)
-	}
+	from := event.Truncate(since) // the zero time is before every event
 	for i := len(c.windows) - 1; i >= 0 && c.windows[i].upTo > after; i-- {
 		if i == 0 || c.windows[i-1].upTo <= after {
 			for _, w := range c.windows[i:] {
@@ -325,7 +321,7 @@ func (p *streams) run(ctx context.Context) {
 
 // moved reports whether shards differ from the snapshot prev was taken from: a checkpoint
 // moved, or a shard came or went.
-func moved(prev *snapshot, shards []esstore.Shard) bool {
+func moved(prev *snapshot, shards []event.Shard) bool {
 	if prev == nil || len(prev.shards) != len(shards) {
 		return true
 	}
@@ -440,7 +436,7 @@ func (p *streams) readWindows(ctx context.Context, prev *snapshot, visible map[s
 			continue
 		}
 		start := time.Now()
-		docs, err := p.feed.ReadShard(ctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: from, UpTo: sh.GlobalCheckpoint, Size: windowMax})
+		docs, err := p.feed.ReadShard(ctx, event.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: from, UpTo: sh.GlobalCheckpoint, Size: windowMax})
 		p.metrics.observe("read_window", start, err)
 		if err != nil {
 			p.readFailed(sh, err)
@@ -457,7 +453,7 @@ func (p *streams) readWindows(ctx context.Context, prev *snapshot, visible map[s
 
 // readFailed logs a failed stream read, at most once per readLogEvery for all streams of the
 // process: with Elasticsearch refusing reads, every open stream fails at every poll.
-func (p *streams) readFailed(sh esstore.Shard, err error) {
+func (p *streams) readFailed(sh event.Shard, err error) {
 	p.failMu.Lock()
 	defer p.failMu.Unlock()
 	p.failed++

@@ -6,14 +6,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 )
 
 // docsFrom makes documents with _seq_no from+1 .. from+n, clients c0..c2 in turn, type t on
 // even numbers, ingested at base + _seq_no seconds.
-func docsFrom(from int64, n int, base time.Time) []esstore.FeedDoc {
-	var out []esstore.FeedDoc
+func docsFrom(from int64, n int, base time.Time) []event.Sequenced {
+	var out []event.Sequenced
 	for i := int64(1); i <= int64(n); i++ {
 		seq := from + i
 		typ := ""
@@ -21,13 +20,13 @@ func docsFrom(from int64, n int, base time.Time) []esstore.FeedDoc {
 			typ = "t"
 		}
 		at := base.Add(time.Duration(seq) * time.Second)
-		out = append(out, esstore.FeedDoc{SeqNo: seq, Doc: esstore.ToDoc(event.Event{ID: fmt.Sprint(seq), ClientID: fmt.Sprintf("c%d", seq%3),
-			Type: typ, Timestamp: at, IngestedAt: at})})
+		out = append(out, event.Sequenced{SeqNo: seq, Event: event.Event{ID: fmt.Sprint(seq), ClientID: fmt.Sprintf("c%d", seq%3),
+			Type: typ, Timestamp: at, IngestedAt: at}})
 	}
 	return out
 }
 
-func seqs(docs []esstore.FeedDoc) []int64 {
+func seqs(docs []event.Sequenced) []int64 {
 	var out []int64
 	for _, d := range docs {
 		out = append(out, d.SeqNo)
@@ -49,16 +48,16 @@ func TestChainMatchesLikeElasticsearch(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		after int64
-		f     esstore.Filter
+		f     event.Filter
 		since time.Time
 		want  []int64
 	}{
-		{-1, esstore.Filter{ClientIDs: []string{"c1"}}, time.Time{}, []int64{1, 4, 7, 10, 13, 16, 19, 22, 25, 28}},
-		{12, esstore.Filter{ClientIDs: []string{"c1", "c2", "c1"}}, time.Time{}, []int64{13, 14, 16, 17, 19, 20, 22, 23, 25, 26, 28, 29}},
-		{9, esstore.Filter{ClientIDs: []string{"c0"}, Types: []string{"t"}}, time.Time{}, []int64{12, 18, 24}},
-		{-1, esstore.Filter{ClientIDs: []string{"c2"}}, base.Add(20 * time.Second), []int64{20, 23, 26, 29}},
-		{29, esstore.Filter{ClientIDs: []string{"c1"}}, time.Time{}, nil},
-		{10, esstore.Filter{ClientIDs: []string{"nobody"}}, time.Time{}, nil},
+		{-1, event.Filter{ClientIDs: []string{"c1"}}, time.Time{}, []int64{1, 4, 7, 10, 13, 16, 19, 22, 25, 28}},
+		{12, event.Filter{ClientIDs: []string{"c1", "c2", "c1"}}, time.Time{}, []int64{13, 14, 16, 17, 19, 20, 22, 23, 25, 26, 28, 29}},
+		{9, event.Filter{ClientIDs: []string{"c0"}, Types: []string{"t"}}, time.Time{}, []int64{12, 18, 24}},
+		{-1, event.Filter{ClientIDs: []string{"c2"}}, base.Add(20 * time.Second), []int64{20, 23, 26, 29}},
+		{29, event.Filter{ClientIDs: []string{"c1"}}, time.Time{}, nil},
+		{10, event.Filter{ClientIDs: []string{"nobody"}}, time.Time{}, nil},
 	} {
 		got, ok := c.matching(tc.after, tc.f, tc.since)
 		if !ok || !slices.Equal(seqs(got), tc.want) {
@@ -70,7 +69,7 @@ func TestChainMatchesLikeElasticsearch(t *testing.T) {
 	if d.from() != 35 || len(d.windows) != 1 {
 		t.Fatalf("a gap joined the chain: %d windows from %d", len(d.windows), d.from())
 	}
-	if _, ok := d.matching(30, esstore.Filter{ClientIDs: []string{"c0"}}, time.Time{}); ok {
+	if _, ok := d.matching(30, event.Filter{ClientIDs: []string{"c0"}}, time.Time{}); ok {
 		t.Fatal("a position before the chain was answered from it")
 	}
 }

@@ -21,36 +21,36 @@ import (
 
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/config"
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 )
 
 // Store answers the paginated, counting and by-id queries. Implementations must be safe for
-// concurrent use; esstore.Store is the production one.
+// concurrent use; the Elasticsearch store (and, with the cold tier, the tier store over both) is
+// the production one.
 type Store interface {
 	// Page returns up to q.Size events in (timestamp, id) order strictly after q.After.
-	Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error)
+	Page(ctx context.Context, q event.PageQuery) ([]event.Event, error)
 	// Count returns the exact number of events matching f.
-	Count(ctx context.Context, f esstore.Filter) (int64, error)
+	Count(ctx context.Context, f event.Filter) (int64, error)
 	// Get returns the newest event with the id (latest timestamp) or, with a non-zero day, the
 	// one of that UTC day; or an error matching event.ErrNotFound. An event's identity is its id
 	// and the UTC day of its timestamp, so one id may name an event on each of several days.
 	Get(ctx context.Context, id string, day time.Time) (event.Event, error)
 }
 
-// Feed is the per-shard _seq_no feed the live stream follows (see esstore/feed.go).
+// Feed is the per-shard _seq_no feed the live stream follows (the Elasticsearch store).
 // Implementations must be safe for concurrent use.
 type Feed interface {
 	// Shards lists the shards of the event indices with their global checkpoints.
-	Shards(ctx context.Context) ([]esstore.Shard, error)
+	Shards(ctx context.Context) ([]event.Shard, error)
 	// RefreshIndices makes every operation up to the checkpoints read before it searchable.
 	RefreshIndices(ctx context.Context, indices ...string) error
 	// IndexUUIDs lists every event index that exists, from the cluster metadata (unlike Shards,
 	// it includes indices whose shards cannot answer).
 	IndexUUIDs(ctx context.Context) (map[string]bool, error)
 	// ReadShard returns matching documents with After < _seq_no ≤ UpTo in _seq_no order.
-	ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error)
+	ReadShard(ctx context.Context, q event.FeedQuery) ([]event.Sequenced, error)
 }
 
 // Service serves the read API. Create it with New, mount it with Mount and run its stream
@@ -233,21 +233,18 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 		size, probe = q.limit, false
 	}
 	start := time.Now()
-	hits, err := s.store.Page(ctx, esstore.PageQuery{Filter: q.filter, Desc: q.desc, After: q.after, Size: size})
+	events, err := s.store.Page(ctx, event.PageQuery{Filter: q.filter, Desc: q.desc, After: q.after, Size: size})
 	s.metrics.observe("page", start, err)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	n := min(len(hits), q.limit)
-	events := make([]event.Event, 0, n)
-	for _, h := range hits[:n] {
-		events = append(events, h.Event)
-	}
+	n := min(len(events), q.limit)
 	var cursor string
-	if len(hits) > q.limit || !probe && len(hits) == q.limit {
-		cursor = s.signer.encodeCursor(q.binding(), hits[n-1].Key)
+	if len(events) > q.limit || !probe && len(events) == q.limit {
+		cursor = s.signer.encodeCursor(q.binding(), events[n-1].Position())
 	}
+	events = events[:n]
 	if err := writeEvents(w, events, cursor); err != nil {
 		s.fail(w, r, err)
 	}

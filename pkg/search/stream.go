@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/auth"
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 )
@@ -175,7 +174,7 @@ func (s *Service) follow(ctx context.Context, sw *sseWriter, st *streamState) {
 type streamState struct {
 	tok     token
 	scanned map[shardKey]int64
-	filter  esstore.Filter
+	filter  event.Filter
 	bind    []byte    // the binding of the stream's parameters, computed once
 	started time.Time // when this connection began
 }
@@ -194,7 +193,7 @@ func (st *streamState) position(k shardKey) int64 {
 type shardRead struct {
 	key      shardKey
 	upTo     int64
-	docs     []esstore.FeedDoc
+	docs     []event.Sequenced
 	next     int  // docs[:next] are delivered
 	complete bool // the read returned everything up to upTo
 }
@@ -248,7 +247,7 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 				}
 			}
 			s.metrics.streamReads.WithLabelValues("elasticsearch").Inc()
-			docs, err := s.readShard(ctx, esstore.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint,
+			docs, err := s.readShard(ctx, event.FeedQuery{Index: sh.Index, Shard: sh.Shard, After: after, UpTo: sh.GlobalCheckpoint,
 				Size: streamBatch, ClientIDs: st.filter.ClientIDs, Types: st.filter.Types, IngestedFrom: st.tok.since})
 			if err != nil {
 				if ctx.Err() != nil {
@@ -286,7 +285,7 @@ func (s *Service) deliver(ctx context.Context, sw *sseWriter, st *streamState, s
 	}
 }
 
-func (s *Service) readShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error) {
+func (s *Service) readShard(ctx context.Context, q event.FeedQuery) ([]event.Sequenced, error) {
 	select {
 	case s.streams.readSem <- struct{}{}:
 	case <-ctx.Done():
@@ -316,7 +315,7 @@ loop:
 				}
 				continue
 			}
-			if head == nil || rd.docs[rd.next].Doc.IngestedAt < head.docs[head.next].Doc.IngestedAt {
+			if head == nil || rd.docs[rd.next].Event.IngestedAt.Before(head.docs[head.next].Event.IngestedAt) {
 				head = rd // ingestedAt strings are fixed-width UTC (event.TimeFormat): string order is time order
 			}
 		}
@@ -326,7 +325,7 @@ loop:
 		d := head.docs[head.next]
 		head.next++
 		st.tok.pos[head.key] = d.SeqNo
-		if err := sw.event(s.signer.encodeToken(st.bind, st.tok), d.Event()); err != nil {
+		if err := sw.event(s.signer.encodeToken(st.bind, st.tok), d.Event); err != nil {
 			return err
 		}
 		written++

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/search"
 )
@@ -37,7 +36,7 @@ type fakeFeed struct {
 type fakeShard struct {
 	index, uuid string
 	shard       int
-	docs        []esstore.FeedDoc
+	docs        []event.Sequenced
 }
 
 func newFakeFeed(shards ...string) *fakeFeed {
@@ -66,7 +65,7 @@ func (f *fakeFeed) addAt(i int, client, typ string, ingested time.Time) string {
 	sh := f.shards[i]
 	seq := int64(len(sh.docs))
 	id := fmt.Sprintf("%d-%06d", i, seq)
-	sh.docs = append(sh.docs, esstore.FeedDoc{SeqNo: seq, Doc: esstore.ToDoc(event.Event{ID: id, ClientID: client, Type: typ, Timestamp: ingested, IngestedAt: ingested})})
+	sh.docs = append(sh.docs, event.Sequenced{SeqNo: seq, Event: event.Event{ID: id, ClientID: client, Type: typ, Timestamp: ingested, IngestedAt: ingested}})
 	return id
 }
 
@@ -102,7 +101,7 @@ func (f *fakeFeed) setFail(v bool) {
 	f.mu.Unlock()
 }
 
-func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
+func (f *fakeFeed) Shards(ctx context.Context) ([]event.Shard, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.probes++
@@ -110,10 +109,10 @@ func (f *fakeFeed) Shards(ctx context.Context) ([]esstore.Shard, error) {
 		f.failed++
 		return nil, fmt.Errorf("shards: %w", event.ErrUnavailable)
 	}
-	var out []esstore.Shard
+	var out []event.Shard
 	for _, s := range f.shards {
 		gcp := int64(len(s.docs)) - 1
-		out = append(out, esstore.Shard{Index: s.index, IndexUUID: s.uuid, Shard: s.shard, GlobalCheckpoint: gcp, MaxSeqNo: gcp})
+		out = append(out, event.Shard{Index: s.index, IndexUUID: s.uuid, Shard: s.shard, GlobalCheckpoint: gcp, MaxSeqNo: gcp})
 	}
 	return out, nil
 }
@@ -147,25 +146,22 @@ func (f *fakeFeed) IndexUUIDs(ctx context.Context) (map[string]bool, error) {
 	return out, nil
 }
 
-func (f *fakeFeed) ReadShard(ctx context.Context, q esstore.FeedQuery) ([]esstore.FeedDoc, error) {
+func (f *fakeFeed) ReadShard(ctx context.Context, q event.FeedQuery) ([]event.Sequenced, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
 	if f.fail || f.failReads {
 		return nil, fmt.Errorf("read: %w", event.ErrUnavailable)
 	}
-	from := ""
-	if !q.IngestedFrom.IsZero() {
-		from = event.Truncate(q.IngestedFrom).Format(event.TimeFormat)
-	}
+	from := event.Truncate(q.IngestedFrom) // Elasticsearch stores microseconds
 	for _, s := range f.shards {
 		if s.index != q.Index || s.shard != q.Shard {
 			continue
 		}
-		var out []esstore.FeedDoc
+		var out []event.Sequenced
 		for _, d := range s.docs {
-			if d.SeqNo <= q.After || d.SeqNo > q.UpTo || d.Doc.IngestedAt < from ||
-				len(q.ClientIDs) > 0 && !contains(q.ClientIDs, d.Doc.ClientID) || len(q.Types) > 0 && !contains(q.Types, d.Doc.Type) {
+			if d.SeqNo <= q.After || d.SeqNo > q.UpTo || event.Truncate(d.Event.IngestedAt).Before(from) ||
+				len(q.ClientIDs) > 0 && !contains(q.ClientIDs, d.Event.ClientID) || len(q.Types) > 0 && !contains(q.Types, d.Event.Type) {
 				continue
 			}
 			if len(out) == q.Size {

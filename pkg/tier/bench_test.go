@@ -17,13 +17,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/pgstore"
 	"github.com/spillway/spillway/pkg/search"
-	"github.com/spillway/spillway/pkg/testenv"
 	"github.com/spillway/spillway/pkg/tier"
 )
 
@@ -66,7 +66,7 @@ func BenchmarkPageByTier(b *testing.B) {
 	r := rand.New(rand.NewPCG(9, 10))
 	start := time.Now()
 	var hot []event.Event
-	rows := make([]pgstore.Row, 0, 10000)
+	rows := make([]event.Event, 0, 10000)
 	flush := func() {
 		if _, err := pg.CopyEvents(ctx, pgstore.OriginBackfill, rows); err != nil {
 			b.Fatal(err)
@@ -77,7 +77,7 @@ func BenchmarkPageByTier(b *testing.B) {
 		ts := now.Add(-time.Duration(r.Int64N(int64(60 * day)))).Truncate(time.Microsecond)
 		e := event.Event{ID: event.NewID(), ClientID: fmt.Sprintf("c%03d", r.IntN(clients)), Type: "click", Timestamp: ts, IngestedAt: ts,
 			Payload: json.RawMessage(`{"n":` + strconv.Itoa(i) + `,"page":"/checkout","ok":true}`)}
-		rows = append(rows, pgstore.Row{ID: e.ID, ClientID: e.ClientID, Type: e.Type, Timestamp: ts, IngestedAt: ts, Payload: e.Payload})
+		rows = append(rows, event.Event{ID: e.ID, ClientID: e.ClientID, Type: e.Type, Timestamp: ts, IngestedAt: ts, Payload: e.Payload})
 		if len(rows) == cap(rows) {
 			flush()
 		}
@@ -86,7 +86,7 @@ func BenchmarkPageByTier(b *testing.B) {
 		}
 	}
 	flush()
-	if _, err := pg.Pool().Exec(ctx, "ANALYZE events"); err != nil {
+	if _, err := testenv.DB(b, pgCfg).Exec(ctx, "ANALYZE events"); err != nil {
 		b.Fatal(err)
 	}
 	precreate(b, esCfg.URLs[0], es, hot)
@@ -95,7 +95,8 @@ func BenchmarkPageByTier(b *testing.B) {
 		enc := json.NewEncoder(&body)
 		for _, e := range hot[i:min(i+5000, len(hot))] {
 			_ = enc.Encode(map[string]any{"create": map[string]any{"_index": es.IndexFor(e.Timestamp), "_id": e.ID}})
-			_ = enc.Encode(esstore.ToDoc(e))
+			doc, _ := esstore.EncodeDoc(e)
+			body.Write(append(doc, '\n'))
 		}
 		res, err := http.Post(esCfg.URLs[0]+"/_bulk?filter_path=errors", "application/x-ndjson", &body)
 		if err != nil {

@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // An event's identity is its id and the UTC day of its timestamp, in both stores. One id on two
@@ -44,7 +45,7 @@ func TestOneIDOnTwoDaysIsTwoEventsInBothTiers(t *testing.T) {
 
 	// PostgreSQL archived all six; the cold days' indices are gone from Elasticsearch.
 	var rows int64
-	if err := h.pg.Pool().QueryRow(ctx, "SELECT count(*) FROM events_all WHERE client_id = 'identity'").Scan(&rows); err != nil || rows != 6 {
+	if err := archivetest.DB(t, h.pg).QueryRow(ctx, "SELECT count(*) FROM events_all WHERE client_id = 'identity'").Scan(&rows); err != nil || rows != 6 {
 		t.Fatalf("archived %d rows, want 6 (%v)", rows, err)
 	}
 	if _, err := h.es.Get(ctx, "dup-cold", time.Time{}); err == nil {
@@ -112,7 +113,7 @@ func TestOneIDOnTwoDaysIsTwoEventsInBothTiers(t *testing.T) {
 	// compared as JSON values: jsonb does not keep the original spacing).
 	for _, d := range []time.Time{{}, hotDay} {
 		fromES, err1 := h.es.Get(ctx, "dup-hot", d)
-		fromPG, err2 := h.pg.GetEvent(ctx, "dup-hot", d)
+		fromPG, err2 := h.pg.Get(ctx, "dup-hot", d)
 		var pES, pPG any
 		_ = json.Unmarshal(fromES.Payload, &pES)
 		_ = json.Unmarshal(fromPG.Payload, &pPG)

@@ -17,15 +17,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
-	"github.com/spillway/spillway/pkg/archive/archivetest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/pgstore"
 	"github.com/spillway/spillway/pkg/search"
-	"github.com/spillway/spillway/pkg/testenv"
 	"github.com/spillway/spillway/pkg/tier"
 )
 

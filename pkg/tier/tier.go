@@ -29,31 +29,31 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/pgstore"
 	"github.com/spillway/spillway/pkg/resilience"
 )
 
-// Hot is the Elasticsearch tier (*esstore.Store). Safe for concurrent use.
-type Hot interface {
-	Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error)
-	Count(ctx context.Context, f esstore.Filter) (int64, error)
-	// Get returns the newest event with the id, or with a non-zero day the one of that UTC day.
+// Reader is what both stores answer: pages in the read order, exact counts, and an event by
+// id (the newest with the id, or with a non-zero day the one of that UTC day). Elasticsearch and
+// PostgreSQL implement it alike; the tier store composes the two. Safe for concurrent use.
+type Reader interface {
+	Page(ctx context.Context, q event.PageQuery) ([]event.Event, error)
+	Count(ctx context.Context, f event.Filter) (int64, error)
 	Get(ctx context.Context, id string, day time.Time) (event.Event, error)
+}
+
+// Hot is the Elasticsearch tier (the Elasticsearch store) with its retention log.
+type Hot interface {
+	Reader
 	// DroppedThrough returns the end of the newest day retention deleted, from Elasticsearch's
 	// retention log (ok false: none).
 	DroppedThrough(ctx context.Context) (time.Time, bool, error)
 }
 
-// Cold is the PostgreSQL tier and the boundary's home (*pgstore.Store, opened read-only with
-// search's own small pool). Safe for concurrent use.
+// Cold is the PostgreSQL tier (the archive, opened read-only with search's own small pool) and
+// the boundary's home.
 type Cold interface {
-	ColdPage(ctx context.Context, q pgstore.ColdQuery) ([]event.Event, error)
-	ColdCount(ctx context.Context, f pgstore.ColdFilter) (int64, error)
-	// GetEvent returns the newest archived event with the id, or with a non-zero day the one
-	// of that UTC day.
-	GetEvent(ctx context.Context, id string, day time.Time) (event.Event, error)
+	Reader
 	// ColdBoundary returns the prefix's boundary; ok is false when none was ever recorded.
 	ColdBoundary(ctx context.Context, prefix string) (b time.Time, ok bool, err error)
 }
@@ -226,7 +226,7 @@ func (s *Store) split() split {
 
 // parts divides f at the split: cold [From, min(To, at)), hot [max(From, at), To). An empty part
 // is reported as not ok.
-func (sp split) parts(f esstore.Filter) (cold esstore.Filter, coldOK bool, hot esstore.Filter, hotOK bool) {
+func (sp split) parts(f event.Filter) (cold event.Filter, coldOK bool, hot event.Filter, hotOK bool) {
 	cold, hot = f, f
 	if sp.at.IsZero() {
 		return cold, false, hot, nonEmpty(hot)
@@ -240,23 +240,23 @@ func (sp split) parts(f esstore.Filter) (cold esstore.Filter, coldOK bool, hot e
 	return cold, nonEmpty(cold), hot, nonEmpty(hot)
 }
 
-func nonEmpty(f esstore.Filter) bool { return f.From.IsZero() || f.To.IsZero() || f.From.Before(f.To) }
+func nonEmpty(f event.Filter) bool { return f.From.IsZero() || f.To.IsZero() || f.From.Before(f.To) }
 
 // Page returns up to q.Size events in (timestamp, id) order strictly after q.After, from
 // whichever tiers the range and the cursor need.
-func (s *Store) Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error) {
+func (s *Store) Page(ctx context.Context, q event.PageQuery) ([]event.Event, error) {
 	sp := s.split()
 	coldF, coldOK, hotF, hotOK := sp.parts(q.Filter)
 	// Where the cursor is: a position at or above the split has passed every cold event in
 	// ascending order, and every hot event in descending order.
-	inHot := q.After == nil || !time.Unix(0, q.After.Nanos).Before(sp.at)
-	afterIf := func(side bool) *esstore.SortKey {
+	inHot := q.After == nil || !q.After.Timestamp.Before(sp.at)
+	afterIf := func(side bool) *event.Position {
 		if q.After != nil && side {
 			return q.After
 		}
 		return nil
 	}
-	var hits []esstore.Hit
+	var hits []event.Event
 	readCold := func() error {
 		if !sp.known {
 			return s.unavailable("page", errors.New("the cold boundary is unknown and the range reaches below what Elasticsearch alone is known to hold"))
@@ -266,7 +266,7 @@ func (s *Store) Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, e
 		return err
 	}
 	readHot := func() error {
-		got, err := s.hotPage(ctx, esstore.PageQuery{Filter: hotF, Desc: q.Desc, After: afterIf(inHot), Size: q.Size - len(hits)})
+		got, err := s.hotPage(ctx, event.PageQuery{Filter: hotF, Desc: q.Desc, After: afterIf(inHot), Size: q.Size - len(hits)})
 		hits = append(hits, got...)
 		return err
 	}
@@ -289,7 +289,7 @@ func (s *Store) Page(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, e
 	return hits, nil
 }
 
-func (s *Store) hotPage(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit, error) {
+func (s *Store) hotPage(ctx context.Context, q event.PageQuery) ([]event.Event, error) {
 	start := time.Now()
 	hits, err := s.hot.Page(ctx, q)
 	s.metrics.observe("hot", "page", start, err)
@@ -299,26 +299,18 @@ func (s *Store) hotPage(ctx context.Context, q esstore.PageQuery) ([]esstore.Hit
 	return hits, nil
 }
 
-func (s *Store) coldPage(ctx context.Context, f esstore.Filter, desc bool, after *esstore.SortKey, size int) ([]esstore.Hit, error) {
-	q := pgstore.ColdQuery{ColdFilter: coldFilter(f), Desc: desc, Size: size}
-	if after != nil {
-		q.After = &pgstore.ColdKey{Timestamp: time.Unix(0, after.Nanos).UTC(), ID: after.ID}
-	}
+func (s *Store) coldPage(ctx context.Context, f event.Filter, desc bool, after *event.Position, size int) ([]event.Event, error) {
+	q := event.PageQuery{Filter: f, Desc: desc, After: after, Size: size}
 	start := time.Now()
-	evs, err := s.cold.ColdPage(ctx, q)
+	evs, err := s.cold.Page(ctx, q)
 	s.metrics.observe("cold", "page", start, err)
 	if err != nil {
 		return nil, s.fail("cold", "page", err)
 	}
-	hits := make([]esstore.Hit, len(evs))
 	for i, e := range evs {
-		hits[i] = esstore.Hit{Event: normalize(e), Key: esstore.SortKey{Nanos: e.Timestamp.UnixNano(), ID: e.ID}}
+		evs[i] = normalize(e)
 	}
-	return hits, nil
-}
-
-func coldFilter(f esstore.Filter) pgstore.ColdFilter {
-	return pgstore.ColdFilter{ClientIDs: f.ClientIDs, Types: f.Types, From: f.From, To: f.To}
+	return evs, nil
 }
 
 // normalize makes an archived event look as Elasticsearch returns it: compact JSON (jsonb's text
@@ -336,7 +328,7 @@ func normalize(e event.Event) event.Event {
 
 // Count returns the exact number of matching events: the cold part's count plus the hot part's,
 // read concurrently.
-func (s *Store) Count(ctx context.Context, f esstore.Filter) (int64, error) {
+func (s *Store) Count(ctx context.Context, f event.Filter) (int64, error) {
 	sp := s.split()
 	coldF, coldOK, hotF, hotOK := sp.parts(f)
 	if coldOK && !sp.known {
@@ -347,7 +339,7 @@ func (s *Store) Count(ctx context.Context, f esstore.Filter) (int64, error) {
 	if coldOK {
 		g.Go(func() error {
 			start := time.Now()
-			n, err := s.cold.ColdCount(gctx, coldFilter(coldF))
+			n, err := s.cold.Count(gctx, coldF)
 			s.metrics.observe("cold", "count", start, err)
 			if err != nil {
 				return s.fail("cold", "count", err)
@@ -396,7 +388,7 @@ func (s *Store) Get(ctx context.Context, id string, day time.Time) (event.Event,
 		return e, err // nothing was ever dropped: Elasticsearch's answer is the whole answer
 	}
 	start = time.Now()
-	e, err = s.cold.GetEvent(ctx, id, day)
+	e, err = s.cold.Get(ctx, id, day)
 	s.metrics.observe("cold", "get", start, ignoreNotFound(err))
 	if err != nil {
 		if errors.Is(err, event.ErrNotFound) {

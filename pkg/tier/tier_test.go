@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/pgstore"
 )
 
 // The fakes model the two stores' contracts (filters, total order, strict search_after); the
@@ -82,90 +80,64 @@ func pageOf(set map[string]event.Event, clients, types []string, from, to time.T
 	return out[:min(len(out), size)]
 }
 
-type fakeHot struct{ *fakeStores }
-
-func (h fakeHot) Page(_ context.Context, q esstore.PageQuery) ([]esstore.Hit, error) {
-	h.call("hot.page")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.hotErr != nil {
-		return nil, h.hotErr
-	}
-	var at *time.Time
-	var id string
-	if q.After != nil {
-		t := time.Unix(0, q.After.Nanos).UTC()
-		at, id = &t, q.After.ID
-	}
-	var hits []esstore.Hit
-	for _, e := range pageOf(h.hot, q.ClientIDs, q.Types, q.From, q.To, q.Desc, at, id, q.Size) {
-		hits = append(hits, esstore.Hit{Event: e, Key: esstore.SortKey{Nanos: e.Timestamp.UnixNano(), ID: e.ID}})
-	}
-	return hits, nil
+// fakeReader is one tier of fakeStores: the hot one (Elasticsearch) or the cold one.
+type fakeReader struct {
+	*fakeStores
+	name string // "hot" or "cold", for the call log
 }
 
-func (h fakeHot) Count(_ context.Context, f esstore.Filter) (int64, error) {
-	h.call("hot.count")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.hotErr != nil {
-		return 0, h.hotErr
+// side returns the tier's events and its injected error; the caller holds mu.
+func (r fakeReader) side() (map[string]event.Event, error) {
+	if r.name == "hot" {
+		return r.hot, r.hotErr
 	}
-	return int64(len(pageOf(h.hot, f.ClientIDs, f.Types, f.From, f.To, false, nil, "", 1<<30))), nil
+	return r.cold, r.coldErr
 }
 
-func (h fakeHot) Get(_ context.Context, id string, day time.Time) (event.Event, error) {
-	h.call("hot.get")
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.hotErr != nil {
-		return event.Event{}, h.hotErr
-	}
-	if e, ok := h.hot[id]; ok && onDay(e, day) {
-		return e, nil
-	}
-	return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
-}
-
-type fakeCold struct{ *fakeStores }
-
-func (c fakeCold) ColdPage(_ context.Context, q pgstore.ColdQuery) ([]event.Event, error) {
-	c.call("cold.page")
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.coldErr != nil {
-		return nil, c.coldErr
+func (r fakeReader) Page(_ context.Context, q event.PageQuery) ([]event.Event, error) {
+	r.call(r.name + ".page")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set, err := r.side()
+	if err != nil {
+		return nil, err
 	}
 	var at *time.Time
 	var id string
 	if q.After != nil {
 		at, id = &q.After.Timestamp, q.After.ID
 	}
-	return pageOf(c.cold, q.ClientIDs, q.Types, q.From, q.To, q.Desc, at, id, q.Size), nil
+	return pageOf(set, q.ClientIDs, q.Types, q.From, q.To, q.Desc, at, id, q.Size), nil
 }
 
-func (c fakeCold) ColdCount(_ context.Context, f pgstore.ColdFilter) (int64, error) {
-	c.call("cold.count")
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.coldErr != nil {
-		return 0, c.coldErr
+func (r fakeReader) Count(_ context.Context, f event.Filter) (int64, error) {
+	r.call(r.name + ".count")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set, err := r.side()
+	if err != nil {
+		return 0, err
 	}
-	return int64(len(pageOf(c.cold, f.ClientIDs, f.Types, f.From, f.To, false, nil, "", 1<<30))), nil
+	return int64(len(pageOf(set, f.ClientIDs, f.Types, f.From, f.To, false, nil, "", 1<<30))), nil
 }
 
-func (c fakeCold) GetEvent(_ context.Context, id string, day time.Time) (event.Event, error) {
-	c.call("cold.get")
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.coldErr != nil {
-		return event.Event{}, c.coldErr
+func (r fakeReader) Get(_ context.Context, id string, day time.Time) (event.Event, error) {
+	r.call(r.name + ".get")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set, err := r.side()
+	if err != nil {
+		return event.Event{}, err
 	}
-	if e, ok := c.cold[id]; ok && onDay(e, day) {
+	if e, ok := set[id]; ok && onDay(e, day) {
 		return e, nil
 	}
 	return event.Event{}, fmt.Errorf("event %q: %w", id, event.ErrNotFound)
 }
+
+type fakeHot struct{ fakeReader }
+
+type fakeCold struct{ fakeReader }
 
 func (h fakeHot) DroppedThrough(context.Context) (time.Time, bool, error) {
 	h.mu.Lock()
@@ -235,7 +207,7 @@ func world(t *testing.T) (*fakeStores, []event.Event) {
 func fixedClock() time.Time { return boundary.AddDate(0, 0, 40) }
 
 func newStore(f *fakeStores, now func() time.Time) *Store {
-	return New(fakeHot{f}, fakeCold{f}, Options{Prefix: "ev", Refresh: time.Second, MaxAge: 4 * time.Second,
+	return New(fakeHot{fakeReader{f, "hot"}}, fakeCold{fakeReader{f, "cold"}}, Options{Prefix: "ev", Refresh: time.Second, MaxAge: 4 * time.Second,
 		HotHorizon: 31 * 24 * time.Hour, Now: now})
 }
 
@@ -252,22 +224,23 @@ func expected(all []event.Event, clients []string, from, to time.Time, desc bool
 }
 
 // paginate follows the cursor as the search handler does; between runs after each page.
-func paginate(t *testing.T, s *Store, f esstore.Filter, desc bool, size int, between func(page int)) []string {
+func paginate(t *testing.T, s *Store, f event.Filter, desc bool, size int, between func(page int)) []string {
 	t.Helper()
 	var ids []string
-	var after *esstore.SortKey
+	var after *event.Position
 	for page := 0; page < 10000; page++ {
-		hits, err := s.Page(context.Background(), esstore.PageQuery{Filter: f, Desc: desc, After: after, Size: size})
+		hits, err := s.Page(context.Background(), event.PageQuery{Filter: f, Desc: desc, After: after, Size: size})
 		if err != nil {
 			t.Fatalf("page %d: %v", page, err)
 		}
 		for _, h := range hits {
-			ids = append(ids, h.Event.ID)
+			ids = append(ids, h.ID)
 		}
 		if len(hits) < size {
 			return ids
 		}
-		after = &hits[len(hits)-1].Key
+		last := hits[len(hits)-1].Position()
+		after = &last
 		if between != nil {
 			between(page)
 		}
@@ -295,7 +268,7 @@ func TestPagesConcatenateTheTiersInBothOrders(t *testing.T) {
 			for _, desc := range []bool{false, true} {
 				for _, size := range []int{1, 7, 24, 1000} {
 					want := expected(all, clients, rg.from, rg.to, desc)
-					got := paginate(t, s, esstore.Filter{ClientIDs: clients, From: rg.from, To: rg.to}, desc, size, nil)
+					got := paginate(t, s, event.Filter{ClientIDs: clients, From: rg.from, To: rg.to}, desc, size, nil)
 					if !slices.Equal(got, want) {
 						t.Fatalf("range %v..%v clients %v desc %v size %d:\n got %d %v\nwant %d %v", rg.from, rg.to, clients, desc, size,
 							len(got), got[:min(len(got), 30)], len(want), want[:min(len(want), 30)])
@@ -306,8 +279,8 @@ func TestPagesConcatenateTheTiersInBothOrders(t *testing.T) {
 	}
 	// A range above the boundary never touches PostgreSQL.
 	before := f.count("cold.page")
-	paginate(t, s, esstore.Filter{ClientIDs: []string{"c0"}, From: boundary}, false, 50, nil)
-	paginate(t, s, esstore.Filter{ClientIDs: []string{"c0"}, From: boundary}, true, 50, nil)
+	paginate(t, s, event.Filter{ClientIDs: []string{"c0"}, From: boundary}, false, 50, nil)
+	paginate(t, s, event.Filter{ClientIDs: []string{"c0"}, From: boundary}, true, 50, nil)
 	if f.count("cold.page") != before {
 		t.Fatal("a hot-only range queried PostgreSQL")
 	}
@@ -324,7 +297,7 @@ func TestPaginationSurvivesTheBoundaryMoving(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := expected(all, []string{"c0", "c1"}, time.Time{}, time.Time{}, desc)
-			got := paginate(t, s, esstore.Filter{ClientIDs: []string{"c0", "c1"}}, desc, 9, func(page int) {
+			got := paginate(t, s, event.Filter{ClientIDs: []string{"c0", "c1"}}, desc, 9, func(page int) {
 				if page == move {
 					f.retain(boundary.AddDate(0, 0, 8))
 					if err := s.Refresh(context.Background()); err != nil {
@@ -344,7 +317,7 @@ func TestCountAddsTheTiers(t *testing.T) {
 	s := newStore(f, fixedClock)
 	_ = s.Refresh(context.Background())
 	for _, rg := range []struct{ from, to time.Time }{{}, {from: boundary}, {to: boundary}, {from: boundary.Add(-time.Microsecond), to: boundary.Add(time.Microsecond)}} {
-		n, err := s.Count(context.Background(), esstore.Filter{ClientIDs: []string{"c0", "c1"}, From: rg.from, To: rg.to})
+		n, err := s.Count(context.Background(), event.Filter{ClientIDs: []string{"c0", "c1"}, From: rg.from, To: rg.to})
 		if want := len(expected(all, []string{"c0", "c1"}, rg.from, rg.to, false)); err != nil || n != int64(want) {
 			t.Fatalf("%v..%v: count %d %v, want %d", rg.from, rg.to, n, err, want)
 		}
@@ -410,19 +383,19 @@ func TestColdOutage(t *testing.T) {
 		if stale {
 			from = fence()
 		}
-		got := paginate(t, s, esstore.Filter{ClientIDs: []string{"c0", "c1"}, From: from}, false, 13, nil)
+		got := paginate(t, s, event.Filter{ClientIDs: []string{"c0", "c1"}, From: from}, false, 13, nil)
 		if want := expected(all, []string{"c0", "c1"}, from, time.Time{}, false); !slices.Equal(got, want) {
 			t.Fatalf("stale %v: hot range: %d events, want %d", stale, len(got), len(want))
 		}
 		// Newest first, the first page comes from Elasticsearch alone.
-		if hits, err := s.Page(context.Background(), esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"c0"}}, Desc: true, Size: 5}); err != nil || len(hits) != 5 {
+		if hits, err := s.Page(context.Background(), event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c0"}}, Desc: true, Size: 5}); err != nil || len(hits) != 5 {
 			t.Fatalf("stale %v: newest page: %d %v", stale, len(hits), err)
 		}
-		_, err := s.Page(context.Background(), esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"c0"}}, Size: 5})
+		_, err := s.Page(context.Background(), event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c0"}}, Size: 5})
 		check503(fmt.Sprintf("stale %v: oldest page", stale), err)
-		_, err = s.Count(context.Background(), esstore.Filter{ClientIDs: []string{"c0"}})
+		_, err = s.Count(context.Background(), event.Filter{ClientIDs: []string{"c0"}})
 		check503(fmt.Sprintf("stale %v: count", stale), err)
-		if n, err := s.Count(context.Background(), esstore.Filter{ClientIDs: []string{"c0"}, From: from}); err != nil || n == 0 {
+		if n, err := s.Count(context.Background(), event.Filter{ClientIDs: []string{"c0"}, From: from}); err != nil || n == 0 {
 			t.Fatalf("stale %v: hot count %d %v", stale, n, err)
 		}
 		_, err = s.Get(context.Background(), "below-01", time.Time{})
@@ -432,7 +405,7 @@ func TestColdOutage(t *testing.T) {
 		}
 	}
 	// When stale, the fence — not the old boundary — divides: [boundary, fence) is refused.
-	_, err := s.Page(context.Background(), esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"c0"}, From: boundary}, Size: 5})
+	_, err := s.Page(context.Background(), event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c0"}, From: boundary}, Size: 5})
 	check503("stale: between boundary and fence", err)
 	// Back up: answered again.
 	f.mu.Lock()
@@ -441,7 +414,7 @@ func TestColdOutage(t *testing.T) {
 	if err := s.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := paginate(t, s, esstore.Filter{ClientIDs: []string{"c0"}}, false, 50, nil), expected(all, []string{"c0"}, time.Time{}, time.Time{}, false); !slices.Equal(got, want) {
+	if got, want := paginate(t, s, event.Filter{ClientIDs: []string{"c0"}}, false, 50, nil), expected(all, []string{"c0"}, time.Time{}, time.Time{}, false); !slices.Equal(got, want) {
 		t.Fatal("after recovery: pagination differs")
 	}
 }
@@ -451,10 +424,10 @@ func TestUnknownBoundaryAtStart(t *testing.T) {
 	f, _ := world(t)
 	now := boundary.AddDate(0, 0, 40)
 	s := newStore(f, func() time.Time { return now })
-	if _, err := s.Page(context.Background(), esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"c0"}}, Size: 5}); !errors.Is(err, event.ErrUnavailable) {
+	if _, err := s.Page(context.Background(), event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c0"}}, Size: 5}); !errors.Is(err, event.ErrUnavailable) {
 		t.Fatalf("oldest page before any read: %v", err)
 	}
-	if _, err := s.Page(context.Background(), esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"c0"}, From: now.AddDate(0, 0, -30)}, Size: 5}); err != nil {
+	if _, err := s.Page(context.Background(), event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c0"}, From: now.AddDate(0, 0, -30)}, Size: 5}); err != nil {
 		t.Fatalf("recent page before any read: %v", err)
 	}
 	if f.count("cold.page") != 0 {
@@ -494,13 +467,13 @@ func TestBoundaryBehindRetentionLogRefusesTheGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := func(from time.Time) (int, error) {
-		hits, err := s.Page(context.Background(), esstore.PageQuery{Filter: esstore.Filter{ClientIDs: []string{"c"}, From: from}, Size: 10})
+		hits, err := s.Page(context.Background(), event.PageQuery{Filter: event.Filter{ClientIDs: []string{"c"}, From: from}, Size: 10})
 		return len(hits), err
 	}
 	if _, err := q(time.Time{}); !errors.Is(err, event.ErrUnavailable) {
 		t.Fatalf("a range below the last deleted day: %v, want unavailable", err)
 	}
-	if _, err := s.Count(context.Background(), esstore.Filter{ClientIDs: []string{"c"}}); !errors.Is(err, event.ErrUnavailable) {
+	if _, err := s.Count(context.Background(), event.Filter{ClientIDs: []string{"c"}}); !errors.Is(err, event.ErrUnavailable) {
 		t.Fatalf("count below the last deleted day: %v, want unavailable", err)
 	}
 	if n, err := q(dropped); err != nil || n != 1 {

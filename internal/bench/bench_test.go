@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/bench"
+	"github.com/spillway/spillway/internal/bench"
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
 
 // TestNaiveHandlerInsertsEachEvent: the naive design writes each event with its own INSERT
@@ -20,13 +20,9 @@ import (
 func TestNaiveHandlerInsertsEachEvent(t *testing.T) {
 	cfg := testenv.PG(t)
 	ctx := testenv.Context(t, time.Minute)
-	db, err := pgstore.Open(ctx, cfg, pgstore.Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := testenv.DB(t, cfg)
 	exec := func(ctx context.Context, sql string, args ...any) (int64, error) {
-		tag, err := db.Pool().Exec(ctx, sql, args...)
+		tag, err := db.Exec(ctx, sql, args...)
 		return tag.RowsAffected(), err
 	}
 	table, err := bench.OpenNaiveTable(ctx, exec, cfg.Schema)
@@ -58,15 +54,15 @@ func TestNaiveHandlerInsertsEachEvent(t *testing.T) {
 		}
 	}
 	var client, typ, payload string
-	if err := db.Pool().QueryRow(ctx, `SELECT client_id, type, payload::text FROM naive_events WHERE id = 'n1'`).Scan(&client, &typ, &payload); err != nil {
+	if err := db.QueryRow(ctx, `SELECT client_id, type, payload::text FROM naive_events WHERE id = 'n1'`).Scan(&client, &typ, &payload); err != nil {
 		t.Fatal(err)
 	}
 	var total int
-	if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM naive_events`).Scan(&total); err != nil || total != 2 || client != "c1" || typ != "t" || payload != `{"a": 1}` {
+	if err := db.QueryRow(ctx, `SELECT count(*) FROM naive_events`).Scan(&total); err != nil || total != 2 || client != "c1" || typ != "t" || payload != `{"a": 1}` {
 		t.Fatalf("%d rows (%v); n1: %s %s %s", total, err, client, typ, payload)
 	}
 	var archive bool
-	if err := db.Pool().QueryRow(ctx, `SELECT to_regclass('events') IS NOT NULL`).Scan(&archive); err != nil || archive {
+	if err := db.QueryRow(ctx, `SELECT to_regclass('events') IS NOT NULL`).Scan(&archive); err != nil || archive {
 		t.Fatalf("Spillway's events table exists in the naive schema (%v)", err)
 	}
 }
@@ -149,13 +145,13 @@ func TestRawCopyWritesRows(t *testing.T) {
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err := bench.RawCopy(ctx, db, 2500, 1000, 512, 7)
+	res, err := bench.RawCopy(ctx, testenv.DB(t, cfg), db, 2500, 1000, 512, 7)
 	if err != nil || res.Rows != 2500 || res.Batch != 1000 {
 		t.Fatalf("%+v %v", res, err)
 	}
 	var n, clients int
 	var size float64
-	if err := db.Pool().QueryRow(ctx, `SELECT count(*), count(DISTINCT client_id), avg(length(payload::text)) FROM events`).Scan(&n, &clients, &size); err != nil {
+	if err := testenv.DB(t, cfg).QueryRow(ctx, `SELECT count(*), count(DISTINCT client_id), avg(length(payload::text)) FROM events`).Scan(&n, &clients, &size); err != nil {
 		t.Fatal(err)
 	}
 	if n != 2500 || clients > 7 || size < 300 || size > 512 {
@@ -166,7 +162,8 @@ func TestRawCopyWritesRows(t *testing.T) {
 // Grow spreads its rows over the days asked, one partition per day, before yesterday.
 func TestGrowSpreadsRowsOverDays(t *testing.T) {
 	ctx := testenv.Context(t, time.Minute)
-	db, err := pgstore.Open(ctx, testenv.PG(t), pgstore.Options{}, nil)
+	cfg := testenv.PG(t)
+	db, err := pgstore.Open(ctx, cfg, pgstore.Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +171,7 @@ func TestGrowSpreadsRowsOverDays(t *testing.T) {
 	if err := db.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	res, err := bench.Grow(ctx, db, 3000, 30, 512, 10)
+	res, err := bench.Grow(ctx, testenv.DB(t, cfg), db, 3000, 30, 512, 10)
 	if err != nil || res.Rows != 3000 || res.Bytes <= 0 {
 		t.Fatalf("grow: %+v %v", res, err)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway/spillway/pkg/bench"
+	"github.com/spillway/spillway/internal/bench"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 )
@@ -43,7 +43,9 @@ func TestBaselineDocumentsAreIngestsDocuments(t *testing.T) {
 		if !reflect.DeepEqual(a, b) {
 			t.Errorf("%d-byte events: ingest writes %v, the baseline %v\ningest:   %s\nbaseline: %s", size, a, b, ingest, raw)
 		}
-		var doc esstore.Doc
+		var doc struct {
+			IDHash int64 `json:"idHash"`
+		}
 		if err := json.Unmarshal(raw, &doc); err != nil || doc.IDHash != event.IDHash(ids[0]) || doc.IDHash == 0 {
 			t.Errorf("baseline idHash %d, want %d (%v)", doc.IDHash, event.IDHash(ids[0]), err)
 		}

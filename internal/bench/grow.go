@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
 
@@ -21,7 +24,7 @@ type GrowResult struct {
 // shape spread evenly over the days UTC days before yesterday, through raw COPY into their day
 // partitions, then analyses the table: the state of an archive
 // that has run for days, against which the archiver's write rate is compared with an empty one.
-func Grow(ctx context.Context, db *pgstore.Store, rows int64, days, eventSize, clients int) (*GrowResult, error) {
+func Grow(ctx context.Context, db *pgxpool.Pool, archive *pgstore.Store, rows int64, days, eventSize, clients int) (*GrowResult, error) {
 	if rows < 1 || days < 1 {
 		return nil, fmt.Errorf("grow: %d rows over %d days", rows, days)
 	}
@@ -33,16 +36,16 @@ func Grow(ctx context.Context, db *pgstore.Store, rows int64, days, eventSize, c
 	for d := range days {
 		dayList = append(dayList, first.AddDate(0, 0, d))
 	}
-	if err := db.EnsurePartitions(ctx, dayList...); err != nil {
+	if err := archive.EnsurePartitions(ctx, dayList...); err != nil {
 		return nil, err
 	}
 	var i int64
-	n, err := db.RawCopy(ctx, func() (pgstore.Row, bool) {
+	n, err := copyEvents(ctx, db, func() (event.Event, bool) {
 		if i >= rows {
-			return pgstore.Row{}, false
+			return event.Event{}, false
 		}
 		ts := first.Add(time.Duration(i) * step).Truncate(time.Microsecond)
-		r := pgstore.Row{ID: "grown-" + strconv.FormatInt(i, 36), ClientID: shape.ClientID(), Type: "load",
+		r := event.Event{ID: "grown-" + strconv.FormatInt(i, 36), ClientID: shape.ClientID(), Type: "load",
 			Timestamp: ts, IngestedAt: ts, Payload: shape.Payload(i)}
 		i++
 		return r, true
@@ -50,10 +53,10 @@ func Grow(ctx context.Context, db *pgstore.Store, rows int64, days, eventSize, c
 	if err != nil {
 		return nil, fmt.Errorf("grow after %d rows: %w", n, err)
 	}
-	if _, err := db.Pool().Exec(ctx, "ANALYZE events"); err != nil {
+	if _, err := db.Exec(ctx, "ANALYZE events"); err != nil {
 		return nil, fmt.Errorf("grow: analyze: %w", err)
 	}
-	parts, err := db.Partitions(ctx)
+	parts, err := archive.Partitions(ctx)
 	if err != nil {
 		return nil, err
 	}

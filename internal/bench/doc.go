@@ -10,7 +10,7 @@ import (
 )
 
 // DocShape makes the documents every baseline sends: the same fields and sizes as the load
-// generator's events (pkg/loadgen), encoded by the function ingest writes its documents with
+// generator's events (internal/loadgen), encoded by the function ingest writes its documents with
 // (esstore.EncodeDoc, idHash included), so that a raw figure and a Spillway figure measure the
 // same bytes. The filler is random alphanumeric text, drawn once per run: it compresses like
 // text rather than like a run of one letter.

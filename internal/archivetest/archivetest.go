@@ -14,14 +14,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
-	"github.com/spillway/spillway/pkg/testenv"
 )
+
+// pgConfigs remembers the configuration of each store Stores opened, for the helpers that read
+// the archive with their own SQL (PGIDs).
+var pgConfigs sync.Map // *pgstore.Store → config.Postgres
+
+// DB is a pool on the database and schema of a store Stores opened, for a test's own SQL.
+func DB(t testing.TB, pg *pgstore.Store) *pgxpool.Pool {
+	t.Helper()
+	cfg, ok := pgConfigs.Load(pg)
+	if !ok {
+		t.Fatal("archivetest.DB: the store was not opened by archivetest.Stores")
+	}
+	return testenv.DB(t, cfg.(config.Postgres))
+}
 
 // Stores opens both stores for a test: the template installed, the schema migrated.
 func Stores(t testing.TB, esCfg config.Elasticsearch, pgCfg config.Postgres, app string) (*esstore.Store, *pgstore.Store) {
@@ -39,6 +54,7 @@ func Stores(t testing.TB, esCfg config.Elasticsearch, pgCfg config.Postgres, app
 		t.Fatal(err)
 	}
 	t.Cleanup(pg.Close)
+	pgConfigs.Store(pg, pgCfg)
 	if err := pg.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +85,7 @@ func Index(ctx context.Context, es *esstore.Store, events []event.Event) error {
 	for len(events) > 0 {
 		n := min(len(events), 500)
 		for {
-			_, _, err := es.BulkCreate(ctx, events[:n])
+			_, _, err := testenv.BulkCreate(ctx, es, events[:n])
 			if err == nil {
 				break
 			}
@@ -123,7 +139,7 @@ func (w *Writer) loop() error {
 			evs[i] = Event(w.prefix, start+i, w.days, base, time.Now())
 		}
 		for {
-			_, _, err := w.es.BulkCreate(ctx, evs)
+			_, _, err := testenv.BulkCreate(ctx, w.es, evs)
 			if err == nil {
 				break
 			}
@@ -160,7 +176,7 @@ func (w *Writer) Stop(t testing.TB) int64 {
 	return w.n.Load()
 }
 
-var everything = esstore.Range{From: time.Unix(0, 0), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}
+var everything = event.Range{From: time.Unix(0, 0), To: time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}
 
 // Key is an event's identity as the archive keys it: the UTC day of its timestamp and its id,
 // "2026-03-04/order-1". One id may be an event on each of several days.
@@ -174,9 +190,9 @@ func ESIDs(t testing.TB, es *esstore.Store) []string {
 		t.Fatal(err)
 	}
 	var ids []string
-	if err := es.ScanRange(ctx, everything, 10000, func(docs []esstore.Doc) error {
-		for _, d := range docs {
-			ids = append(ids, Key(d.ID, d.Event().Timestamp))
+	if err := es.ScanRange(ctx, everything, 10000, func(evs []event.Event) error {
+		for _, e := range evs {
+			ids = append(ids, Key(e.ID, e.Timestamp))
 		}
 		return nil
 	}); err != nil {
@@ -191,7 +207,7 @@ func ESIDs(t testing.TB, es *esstore.Store) []string {
 func PGIDs(t testing.TB, pg *pgstore.Store) []string {
 	t.Helper()
 	ctx := testenv.Context(t, 5*time.Minute)
-	rows, err := pg.Pool().Query(ctx, "SELECT id, ts FROM events_all")
+	rows, err := DB(t, pg).Query(ctx, "SELECT id, ts FROM events_all")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +324,7 @@ func CheckExactlyOnce(t testing.TB, es *esstore.Store, pg *pgstore.Store) int {
 		if outside > 0 {
 			continue
 		}
-		counts, err := es.CountShard(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, []esstore.Range{everything})
+		counts, err := es.CountShard(ctx, sh.Index, sh.Shard, sh.GlobalCheckpoint, []event.Range{everything})
 		if err != nil {
 			t.Fatal(err)
 		}
