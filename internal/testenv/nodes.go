@@ -141,6 +141,22 @@ func StartES(t testing.TB, n int, heap string, opts ...ESOption) *ESCluster {
 	if heap == "" {
 		heap = "512m"
 	}
+	// A cluster that fails to form is started once more from scratch, on new ports and in new
+	// directories: CI once saw a node of a three-node cluster leave during start-up while other
+	// packages' tests started JVMs beside it. The first failure is logged with every node's log
+	// tail, so a cause on our side stays visible; a second failure fails the test.
+	c, err := startESOnce(t, in, n, heap, opts)
+	if err != nil {
+		t.Logf("private Elasticsearch cluster did not start; starting it again from scratch: %v", err)
+		c, err = startESOnce(t, in, n, heap, opts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func startESOnce(t testing.TB, in esInstall, n int, heap string, opts []ESOption) (*ESCluster, error) {
 	c := &ESCluster{t: t}
 	for _, o := range opts {
 		o(c)
@@ -211,20 +227,27 @@ func StartES(t testing.TB, n int, heap string, opts ...ESOption) *ESCluster {
 		go func() { defer wg.Done(); errs[i] = node.start(in.home) }()
 	}
 	wg.Wait()
+	fail := func(err error) (*ESCluster, error) {
+		tails := c.logTails()
+		for _, node := range c.Nodes {
+			node.Kill(t)
+		}
+		return nil, fmt.Errorf("%w\n%s", err, tails)
+	}
 	for _, err := range errs {
 		if err != nil {
-			t.Fatalf("start Elasticsearch node: %v", err)
+			return fail(fmt.Errorf("start Elasticsearch node: %w", err))
 		}
 	}
 	if err := waitES(c.adminURL(c.Nodes[0]), 3*time.Minute); err != nil {
-		t.Fatalf("private cluster not healthy: %v\n%s", err, c.logTails())
+		return fail(fmt.Errorf("private cluster not healthy: %w", err))
 	}
 	if n > 1 {
 		if err := waitNodes(c.adminURL(c.Nodes[0]), n, 2*time.Minute); err != nil {
-			t.Fatalf("%v\n%s", err, c.logTails())
+			return fail(err)
 		}
 	}
-	return c
+	return c, nil
 }
 
 // logTails is the end of every node's log, for a cluster that did not come up (the logs are
