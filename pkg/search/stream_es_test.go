@@ -132,17 +132,24 @@ func testStreamExactlyOnceAcrossShardsAndDays(t *testing.T, shared bool) []*serv
 	got := map[string]bool{}
 	r := rand.New(rand.NewPCG(13, 14))
 	reconnects := 0
-	for open := true; open || len(got) < total; {
+	// wr is the writer's channel until it closes (open turns false), then nil. The wait for the
+	// next message also watches it: the last events can arrive before the writer has said it is
+	// done, and then the close, not a message, is what comes next.
+	wr, open := written, true
+	count := func(n int, ok bool) {
+		if !ok {
+			wr, open = nil, false
+		} else {
+			total += n
+		}
+	}
+	for open || len(got) < total {
 		for k := 1 + r.IntN(700); k > 0 && (open || len(got) < total); k-- {
 			// Count what the writer has indexed so far.
-			for drained := false; !drained; {
+			for drained := false; !drained && wr != nil; {
 				select {
-				case n, ok := <-written:
-					if !ok {
-						open, drained = false, true
-					} else {
-						total += n
-					}
+				case n, ok := <-wr:
+					count(n, ok)
 				default:
 					drained = true
 				}
@@ -153,6 +160,9 @@ func testStreamExactlyOnceAcrossShardsAndDays(t *testing.T, shared bool) []*serv
 			var m sseMessage
 			select {
 			case m = <-st.msgs:
+			case n, ok := <-wr:
+				count(n, ok)
+				continue
 			case <-time.After(30 * time.Second):
 				t.Fatalf("stalled with %d of %d events after %d reconnects", len(got), total, reconnects)
 			}
