@@ -218,7 +218,9 @@ func (k *Key) prepare() error {
 	return nil
 }
 
-// Authenticate returns the principal for a presented key, or event.ErrUnauthenticated.
+// Authenticate returns the principal for a presented key, or an *event.Error of kind
+// event.ErrUnauthenticated. Errors of this package are what the client reads: they name a key by
+// its configured name, never the key.
 //
 // The presented key's SHA-256 is looked up in a map of the configured hashes. The lookup's
 // timing can depend only on that hash, which the caller computed from its own guess: it tells
@@ -226,12 +228,12 @@ func (k *Key) prepare() error {
 // random bits). The match is then confirmed with a constant-time comparison.
 func (a *Authenticator) Authenticate(presented string) (*Principal, error) {
 	if presented == "" {
-		return nil, &Error{Msg: "missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)", Kind: event.ErrUnauthenticated}
+		return nil, &event.Error{Kind: event.ErrUnauthenticated, Message: "missing API key (send Authorization: Bearer <key> or X-API-Key: <key>)"}
 	}
 	sum := sha256.Sum256([]byte(presented))
 	found := a.byHash[sum]
 	if found == nil || subtle.ConstantTimeCompare(sum[:], found.sum[:]) != 1 {
-		return nil, &Error{Msg: "invalid API key", Kind: event.ErrUnauthenticated}
+		return nil, &event.Error{Kind: event.ErrUnauthenticated, Message: "invalid API key"}
 	}
 	return &Principal{Name: found.Name, Role: found.Role, clients: found.clients}, nil
 }
@@ -246,19 +248,6 @@ func PresentedKey(r *http.Request) string {
 	}
 	return strings.TrimSpace(r.Header.Get("X-API-Key"))
 }
-
-// Error is an authentication or authorization failure. Its message is what the client sees —
-// it names the key by its configured name, never the key — and it matches Kind
-// (event.ErrUnauthenticated or event.ErrForbidden) with errors.Is.
-type Error struct {
-	Msg  string
-	Kind error
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-// Is matches the error's kind.
-func (e *Error) Is(target error) bool { return target == e.Kind }
 
 // Hash returns the configuration form of a key: "sha256:<hex>".
 func Hash(key string) string {

@@ -26,7 +26,7 @@ func Require(a *Authenticator, role Role, writeErr ErrorWriter) func(http.Handle
 					return
 				}
 				if !p.Can(role) {
-					writeErr(w, r, &Error{Msg: fmt.Sprintf("API key %q has role %s; this endpoint needs %s or admin", p.Name, p.Role, role), Kind: event.ErrForbidden})
+					writeErr(w, r, &event.Error{Kind: event.ErrForbidden, Message: fmt.Sprintf("API key %q has role %s; this endpoint needs %s or admin", p.Name, p.Role, role)})
 					return
 				}
 			}
@@ -39,7 +39,7 @@ func Require(a *Authenticator, role Role, writeErr ErrorWriter) func(http.Handle
 func CheckClients(p *Principal, clientIDs ...string) error {
 	for _, c := range clientIDs {
 		if !p.CanActFor(c) {
-			return &Error{Msg: fmt.Sprintf("API key %q may not act for clientId %q", p.Name, c), Kind: event.ErrForbidden}
+			return &event.Error{Kind: event.ErrForbidden, Message: fmt.Sprintf("API key %q may not act for clientId %q", p.Name, c)}
 		}
 	}
 	return nil

@@ -1,9 +1,11 @@
 // Package event is Spillway's data model: the event clients post and read, its identifiers and
-// the sentinel errors the role packages map to HTTP statuses. It imports nothing of Spillway's.
+// the errors that name every outcome of a request (the sentinels and Error), which httpx maps to
+// HTTP statuses. It imports nothing of Spillway's.
 package event
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"time"
@@ -38,20 +40,37 @@ const TimeFormat = "2006-01-02T15:04:05.000000Z07:00"
 // NewID returns a server-assigned event id: a UUIDv7, unique and ordered by creation time.
 func NewID() string { return uuid.Must(uuid.NewV7()).String() }
 
-// Sentinel errors shared by the role packages; each API maps them to a status in one place.
+// Sentinel errors: every outcome of a request other than success. Roles return them (wrapped,
+// or as an *Error that adds a message, details or a delay); one mapper, httpx.ToError, turns
+// each into its status and code, and httpx's tests tie every one to api/openapi.yaml.
 var (
 	// ErrInvalid marks a request the client must change before retrying (400).
 	ErrInvalid = errors.New("invalid")
+	// ErrRejected marks events the store refused for good, for their content, while the
+	// request's other events are stored (400).
+	ErrRejected = errors.New("rejected")
 	// ErrNotFound marks a missing event (404).
 	ErrNotFound = errors.New("not found")
+	// ErrRequestTimeout marks a request the client did not finish sending in time (408).
+	ErrRequestTimeout = errors.New("request timeout")
 	// ErrTooLarge marks a body or batch over a configured limit (413).
 	ErrTooLarge = errors.New("too large")
 	// ErrUnsupportedMedia marks a content type or encoding the API does not read (415).
 	ErrUnsupportedMedia = errors.New("unsupported media type")
+	// ErrRateLimited marks a principal over its rate; retry after the delay (429).
+	ErrRateLimited = errors.New("rate limited")
 	// ErrOverloaded marks a request refused to keep memory or waiting bounded; retry later (429).
 	ErrOverloaded = errors.New("overloaded")
 	// ErrUnavailable marks a store that is unreachable or refusing; retry later (503).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrDeadline marks work that ran out of the time the server gives it; retry later (503).
+	// It is context.DeadlineExceeded, so a context's deadline is this outcome wherever it
+	// surfaces.
+	ErrDeadline = context.DeadlineExceeded
+	// ErrCanceled marks a request that ended before its answer: the client went away. It is
+	// context.Canceled. No client reads the answer; it is recorded as 499, nginx's "client
+	// closed request".
+	ErrCanceled = context.Canceled
 	// ErrUnauthenticated marks a request without valid credentials (401).
 	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden marks a request the credentials do not allow (403).

@@ -4,6 +4,7 @@
 package httpx
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -14,25 +15,14 @@ import (
 	"github.com/spillway/spillway/pkg/event"
 )
 
-// Error is an API error with its status. Handlers may return one directly; other errors are
-// mapped by StatusOf.
-type Error struct {
+// Answer is what the client is told about an error: ToError's result, which WriteError sends.
+type Answer struct {
 	Status     int
 	Code       string
 	Message    string
 	Details    []event.FieldError
-	RetryAfter time.Duration
-	Err        error // the cause, logged for 5xx, never sent
+	RetryAfter time.Duration // sent with 429 and 503; DefaultRetryAfter when 0
 }
-
-func (e *Error) Error() string {
-	if e.Err != nil {
-		return e.Message + ": " + e.Err.Error()
-	}
-	return e.Message
-}
-
-func (e *Error) Unwrap() error { return e.Err }
 
 // Envelope is the body of every error response: {"error": {"code", "message", "details"}}.
 type Envelope struct {
@@ -46,91 +36,97 @@ type EnvelopeError struct {
 	Details []event.FieldError `json:"details,omitempty"`
 }
 
-// RetryAfterer is implemented by errors that know how long a client should wait.
-type RetryAfterer interface{ RetryAfter() time.Duration }
-
 // DefaultRetryAfter is sent with 429 and 503 when the error does not say.
 const DefaultRetryAfter = time.Second
 
-var sentinelStatus = []struct {
-	err    error
-	status int
-	code   string
-}{
-	{event.ErrInvalid, http.StatusBadRequest, "invalid_request"},
-	{event.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
-	{event.ErrForbidden, http.StatusForbidden, "forbidden"},
-	{event.ErrNotFound, http.StatusNotFound, "not_found"},
-	{event.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large"},
-	{event.ErrUnsupportedMedia, http.StatusUnsupportedMediaType, "unsupported_media_type"},
-	{event.ErrOverloaded, http.StatusTooManyRequests, "overloaded"},
-	{event.ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
+// StatusClientClosedRequest is the status recorded for a request whose client went away before
+// its answer (event.ErrCanceled): nginx's 499. HTTP has none for it and no client reads it, but
+// the metrics then tell a client that left from a server that failed (a 5xx, logged as an error)
+// or answered.
+const StatusClientClosedRequest = 499
+
+// errMethodNotAllowed is the one outcome only the router knows: a known path, another method.
+var errMethodNotAllowed = errors.New("method not allowed")
+
+// outcome is one row of the mapping: an error kind and the status and code it gets.
+type outcome struct {
+	kind    error
+	status  int
+	code    string
+	message string // sent instead of the text of an error that is not an *event.Error, when set
 }
 
-// ToError maps any error to the API error the client sees. It is the one error-to-status mapper:
-// sentinels from package event choose the status; anything unrecognised is a 500 whose message
-// does not leak internals.
-func ToError(err error) *Error {
-	var e *Error
-	if errors.As(err, &e) {
-		out := *e
-		if out.Code == "" {
-			out.Code = codeFor(out.Status)
+// outcomes is the one table from error to status and code. An *event.Error gets its Kind's row;
+// any other error the first row it matches with errors.Is, so where an error matches several
+// the order decides: a client that went away first (nobody reads the answer, whatever else
+// failed), a deadline before the unavailability a store wraps it in. Messages are set where the
+// error's own text would name internals.
+var outcomes = []outcome{
+	{event.ErrCanceled, StatusClientClosedRequest, "canceled", "the client closed the request before its answer"},
+	{event.ErrInvalid, http.StatusBadRequest, "invalid_request", ""},
+	{event.ErrRejected, http.StatusBadRequest, "rejected", ""},
+	{event.ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated", ""},
+	{event.ErrForbidden, http.StatusForbidden, "forbidden", ""},
+	{event.ErrNotFound, http.StatusNotFound, "not_found", ""},
+	{errMethodNotAllowed, http.StatusMethodNotAllowed, "method_not_allowed", ""},
+	{event.ErrRequestTimeout, http.StatusRequestTimeout, "request_timeout", ""},
+	{event.ErrTooLarge, http.StatusRequestEntityTooLarge, "too_large", ""},
+	{event.ErrUnsupportedMedia, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
+	{event.ErrRateLimited, http.StatusTooManyRequests, "rate_limited", ""},
+	{event.ErrOverloaded, http.StatusTooManyRequests, "overloaded", ""},
+	{event.ErrDeadline, http.StatusServiceUnavailable, "unavailable", "the request took longer than the server allows; retry later"},
+	{event.ErrUnavailable, http.StatusServiceUnavailable, "unavailable", ""},
+}
+
+// ToError maps any error to the answer the client gets. It is the one error-to-status mapper:
+// roles return errors of package event and never choose a status. An *event.Error (the
+// outermost, when errors wrap errors) is answered by its Kind with its message, details and
+// delay; another error by the first sentinel it matches, with its own text as the message (and
+// a *event.ValidationError's details); anything unrecognised is a 500 whose message does not
+// leak internals.
+func ToError(err error) *Answer {
+	var typed *event.Error
+	if errors.As(err, &typed) {
+		for _, o := range outcomes {
+			if o.kind == typed.Kind {
+				msg := typed.Message
+				if msg == "" {
+					msg = cmp.Or(o.message, typed.Kind.Error())
+				}
+				return &Answer{Status: o.status, Code: o.code, Message: msg, Details: typed.Details, RetryAfter: typed.RetryAfter}
+			}
 		}
-		return &out
 	}
-	for _, s := range sentinelStatus {
-		if errors.Is(err, s.err) {
-			out := &Error{Status: s.status, Code: s.code, Message: err.Error(), Err: err}
+	for _, o := range outcomes {
+		if errors.Is(err, o.kind) {
+			a := &Answer{Status: o.status, Code: o.code, Message: cmp.Or(o.message, err.Error())}
 			var ve *event.ValidationError
 			if errors.As(err, &ve) {
-				out.Details = ve.Details
+				a.Details = ve.Details
 			}
-			var ra RetryAfterer
-			if errors.As(err, &ra) {
-				out.RetryAfter = ra.RetryAfter()
-			}
-			return out
+			return a
 		}
 	}
-	return &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error", Err: err}
+	return &Answer{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"}
 }
 
-func codeFor(status int) string {
-	for _, s := range sentinelStatus {
-		if s.status == status {
-			return s.code
-		}
-	}
-	switch status {
-	case http.StatusMethodNotAllowed:
-		return "method_not_allowed"
-	case http.StatusRequestTimeout:
-		return "request_timeout"
-	}
-	if status >= 500 {
-		return "internal"
-	}
-	return "bad_request"
-}
-
-// WriteError writes err as the JSON envelope with its status. 5xx causes are logged (the client
-// sees only a generic message); 429 and 503 carry Retry-After.
+// WriteError writes err as the JSON envelope with the status ToError gives it. 5xx errors are
+// logged with their causes (the client sees only the message); 429 and 503 carry Retry-After.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
-	e := ToError(err)
-	if e.Status >= 500 && logger != nil {
-		logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", e.Status,
-			"request_id", RequestID(r.Context()), "err", e.Error())
+	a := ToError(err)
+	if a.Status >= 500 && logger != nil {
+		logger.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", a.Status,
+			"request_id", RequestID(r.Context()), "err", err)
 	}
-	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
-		ra := e.RetryAfter
+	if a.Status == http.StatusTooManyRequests || a.Status == http.StatusServiceUnavailable {
+		ra := a.RetryAfter
 		if ra <= 0 {
 			ra = DefaultRetryAfter
 		}
 		secs := int((ra + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
-	WriteJSON(w, e.Status, Envelope{Error: EnvelopeError{Code: e.Code, Message: e.Message, Details: e.Details}})
+	WriteJSON(w, a.Status, Envelope{Error: EnvelopeError{Code: a.Code, Message: a.Message, Details: a.Details}})
 }
 
 // WriteJSON writes v as JSON with the status.
@@ -145,10 +141,10 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 // NotFound and MethodNotAllowed answer unknown routes in the envelope, for mux's handlers.
 func NotFound(w http.ResponseWriter, r *http.Request) {
-	WriteError(w, r, nil, &Error{Status: http.StatusNotFound, Code: "not_found", Message: "no such route: " + r.Method + " " + r.URL.Path})
+	WriteError(w, r, nil, &event.Error{Kind: event.ErrNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
 }
 
 // MethodNotAllowed answers a known path with a method it does not serve.
 func MethodNotAllowed(w http.ResponseWriter, r *http.Request) {
-	WriteError(w, r, nil, &Error{Status: http.StatusMethodNotAllowed, Message: "method " + r.Method + " not allowed on " + r.URL.Path})
+	WriteError(w, r, nil, &event.Error{Kind: errMethodNotAllowed, Message: "method " + r.Method + " not allowed on " + r.URL.Path})
 }

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spillway/spillway/pkg/event"
 )
 
 // Check reports whether a dependency is usable; it must return within its context.
@@ -96,8 +98,7 @@ func RejectWhenDraining(h *Health) func(http.Handler) http.Handler {
 				case "/healthz", "/readyz", "/metrics":
 				default:
 					w.Header().Set("Connection", "close")
-					WriteError(w, r, nil, &Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
-						Message: "server is shutting down; retry on another instance", RetryAfter: DefaultRetryAfter})
+					WriteError(w, r, nil, &event.Error{Kind: event.ErrUnavailable, Message: "server is shutting down; retry on another instance"})
 					return
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -68,7 +69,7 @@ func Recover(logger *slog.Logger) mux.MiddlewareFunc {
 					}
 					logger.Error("handler panic", "path", r.URL.Path, "request_id", RequestID(r.Context()),
 						"panic", p, "stack", string(debug.Stack()))
-					WriteError(w, r, nil, &Error{Status: http.StatusInternalServerError, Code: "internal", Message: "internal error"})
+					WriteError(w, r, nil, fmt.Errorf("handler panic: %v", p)) // unrecognised: 500, "internal error"
 				}
 			}()
 			next.ServeHTTP(w, r)

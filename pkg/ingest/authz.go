@@ -2,12 +2,10 @@ package ingest
 
 import (
 	"fmt"
-	"net/http"
 	"strconv"
 
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/httpx"
 	"github.com/spillway/spillway/pkg/ratelimit"
 )
 
@@ -35,7 +33,7 @@ func forbidden(p *auth.Principal, events []event.Event) error {
 	if n == 0 {
 		return nil
 	}
-	return &httpx.Error{Status: http.StatusForbidden, Code: "forbidden", Details: details, Err: event.ErrForbidden,
+	return &event.Error{Kind: event.ErrForbidden, Details: details,
 		Message: fmt.Sprintf("API key %q may not post events for clientId %q (%d of %d events); nothing was stored", p.Name, first, n, len(events))}
 }
 

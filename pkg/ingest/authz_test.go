@@ -120,7 +120,7 @@ func TestRateLimitPerKey(t *testing.T) {
 	}
 	// 3 more do not fit: refused whole, charged nothing, with Retry-After.
 	res := rg.post(t, "", ndjsonCT, events("a", "b", "c"), "X-API-Key", noisy)
-	if res.status != http.StatusTooManyRequests || res.envelope(t).Code != ratelimit.Code || res.header.Get("Retry-After") == "" {
+	if res.status != http.StatusTooManyRequests || res.envelope(t).Code != "rate_limited" || res.header.Get("Retry-After") == "" {
 		t.Fatalf("over the rate: %d %v %s", res.status, res.header, res.body)
 	}
 	if !strings.Contains(res.envelope(t).Message, `"noisy"`) {

@@ -11,13 +11,11 @@ import (
 	"strings"
 
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/httpx"
 )
 
-// unsupported is a 415 whose message is only the rule.
+// unsupported is event.ErrUnsupportedMedia with a message that is only the rule.
 func unsupported(msg string, args ...any) error {
-	return &httpx.Error{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
-		Message: fmt.Sprintf(msg, args...), Err: event.ErrUnsupportedMedia}
+	return &event.Error{Kind: event.ErrUnsupportedMedia, Message: fmt.Sprintf(msg, args...)}
 }
 
 // format reads Content-Type: application/json or application/x-ndjson, UTF-8 only.
@@ -64,7 +62,7 @@ const minRead = 32 << 10
 // further: a gzip bomb costs at most max bytes of memory.
 func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, gz bool) (body []byte, held int64, err error) {
 	max := int64(h.cfg.MaxBodyBytes)
-	tooLarge := &httpx.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Err: event.ErrTooLarge,
+	tooLarge := &event.Error{Kind: event.ErrTooLarge,
 		Message: fmt.Sprintf("request body over %d bytes (ingest.max_body_bytes, counted after gunzip)", max)}
 	if !gz && r.ContentLength > max {
 		return nil, 0, tooLarge
@@ -133,12 +131,11 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, gz bool) (bod
 // stream, or a connection that went away.
 func readError(err error, gz bool) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return &httpx.Error{Status: http.StatusRequestTimeout, Code: "request_timeout",
-			Message: "the request body did not arrive within http.read_timeout", Err: err}
+		return &event.Error{Kind: event.ErrRequestTimeout, Message: "the request body did not arrive within http.read_timeout", Err: err}
 	}
 	msg := "could not read the request body: "
 	if gz {
 		msg = "could not read the gzip request body: "
 	}
-	return &httpx.Error{Status: http.StatusBadRequest, Code: "invalid_request", Message: msg + err.Error(), Err: err}
+	return &event.Error{Kind: event.ErrInvalid, Message: msg + err.Error(), Err: err}
 }

@@ -321,14 +321,14 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case werr != nil || failed > 0:
 		cause := context.Cause(ctx)
-		reason, msg := "deadline", fmt.Sprintf("%d of %d events were not acknowledged within ingest.ack_timeout (%s); retry with the same ids", failed, len(events), h.cfg.AckTimeout)
+		reason, kind, msg := "deadline", event.ErrDeadline, fmt.Sprintf("%d of %d events were not acknowledged within ingest.ack_timeout (%s); retry with the same ids", failed, len(events), h.cfg.AckTimeout)
 		switch {
 		case errors.Is(cause, errBreakerOpen):
-			reason, msg = "breaker", fmt.Sprintf("Elasticsearch is unreachable; %d of %d events were not acknowledged; retry later with the same ids", failed, len(events))
+			reason, kind, msg = "breaker", event.ErrUnavailable, fmt.Sprintf("Elasticsearch is unreachable; %d of %d events were not acknowledged; retry later with the same ids", failed, len(events))
 		case r.Context().Err() != nil:
-			reason, msg = "client_gone", "the client went away before the acknowledgement"
+			reason, kind, msg = "client_gone", event.ErrCanceled, "the client went away before the acknowledgement"
 		case !errors.Is(cause, errAckTimeout) && werr != nil:
-			reason, msg = "unavailable", fmt.Sprintf("Elasticsearch did not acknowledge %d of %d events; retry later with the same ids", failed, len(events))
+			reason, kind, msg = "unavailable", event.ErrUnavailable, fmt.Sprintf("Elasticsearch did not acknowledge %d of %d events; retry later with the same ids", failed, len(events))
 		}
 		if why := itemReason(out); why != "" && (reason == "deadline" || reason == "unavailable") {
 			// Say why, when Elasticsearch said it (a write block, a full disk, a rejected-execution
@@ -338,9 +338,9 @@ func (h *Handler) Post(w http.ResponseWriter, r *http.Request) {
 		if werr == nil {
 			werr = errors.New("events pending without an error")
 		}
-		h.fail(w, r, reason, h.unavailable(msg, werr))
+		h.fail(w, r, reason, h.retryLater(kind, msg, werr))
 	case len(rejected) > 0:
-		h.fail(w, r, "rejected", &httpx.Error{Status: http.StatusBadRequest, Code: "rejected",
+		h.fail(w, r, "rejected", &event.Error{Kind: event.ErrRejected,
 			Message: fmt.Sprintf("Elasticsearch rejected %d of %d events; the other %d are stored (resending them with the same ids is safe)",
 				nRejected, len(events), len(events)-nRejected),
 			Details: rejected})
@@ -475,51 +475,53 @@ wait:
 }
 
 func (h *Handler) overloaded() error {
-	return &httpx.Error{Status: http.StatusTooManyRequests, Code: "overloaded",
-		Message:    "too many events in flight (ingest.inflight_max_bytes / ingest.inflight_max_events); retry later",
-		RetryAfter: h.cfg.RetryAfter, Err: event.ErrOverloaded}
+	return h.retryLater(event.ErrOverloaded, "too many events in flight (ingest.inflight_max_bytes / ingest.inflight_max_events); retry later", nil)
 }
 
-// queueing is the refusal of admission control: 429, like the budget's, because it is this
-// service shedding load it cannot serve in time — a client should slow down and retry, and a
-// load balancer should not take it for a failing instance, as 503 invites.
+// queueing is the refusal of admission control: overloaded (429), like the budget's, because it
+// is this service shedding load it cannot serve in time — a client should slow down and retry,
+// and a load balancer should not take it for a failing instance, as unavailable (503) invites.
 func (h *Handler) queueing(delay time.Duration) error {
-	return &httpx.Error{Status: http.StatusTooManyRequests, Code: "overloaded",
-		Message: fmt.Sprintf("events are waiting %s to be sent to Elasticsearch, over ingest.queue_delay_target (%s) for ingest.queue_delay_interval (%s); retry later",
-			delay.Round(time.Millisecond), h.cfg.QueueDelayTarget, h.cfg.QueueDelayInterval),
-		RetryAfter: h.cfg.RetryAfter, Err: event.ErrOverloaded}
+	return h.retryLater(event.ErrOverloaded, fmt.Sprintf("events are waiting %s to be sent to Elasticsearch, over ingest.queue_delay_target (%s) for ingest.queue_delay_interval (%s); retry later",
+		delay.Round(time.Millisecond), h.cfg.QueueDelayTarget, h.cfg.QueueDelayInterval), nil)
 }
 
 func (h *Handler) unavailable(msg string, cause error) error {
-	return &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: msg,
-		RetryAfter: h.cfg.RetryAfter, Err: fmt.Errorf("%w: %w", event.ErrUnavailable, cause)}
+	return h.retryLater(event.ErrUnavailable, msg, cause)
 }
 
-// reasonOf names an error for the refused-requests metric.
+// retryLater is a refusal of kind (event.ErrOverloaded, ErrUnavailable, ErrDeadline or
+// ErrCanceled) that the client may retry after ingest.retry_after.
+func (h *Handler) retryLater(kind error, msg string, cause error) error {
+	return &event.Error{Kind: kind, Message: msg, RetryAfter: h.cfg.RetryAfter, Err: cause}
+}
+
+// reasonOf names a refusal of the body or its events for the refused-requests metric.
 func reasonOf(err error) string {
-	switch e := httpx.ToError(err); e.Status {
-	case http.StatusRequestEntityTooLarge:
+	switch {
+	case errors.Is(err, event.ErrTooLarge):
 		return "too_large"
-	case http.StatusTooManyRequests:
+	case errors.Is(err, event.ErrOverloaded):
 		return "budget"
-	case http.StatusRequestTimeout:
+	case errors.Is(err, event.ErrRequestTimeout):
 		return "timeout"
 	}
 	return "invalid"
 }
 
-// fail answers with err and counts it. 503s are logged here, rate-limited: at thousands of
-// requests per second while Elasticsearch is down, one line per request would be a second outage.
+// fail answers with err and counts it by the status the mapper gives it. 503s are logged here,
+// rate-limited: at thousands of requests per second while Elasticsearch is down, one line per
+// request would be a second outage.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, reason string, err error) {
-	e := httpx.ToError(err)
-	h.m.refused.WithLabelValues(fmt.Sprint(e.Status), reason).Inc()
-	if e.Status == http.StatusServiceUnavailable {
+	status := httpx.ToError(err).Status
+	h.m.refused.WithLabelValues(fmt.Sprint(status), reason).Inc()
+	if status == http.StatusServiceUnavailable {
 		h.logs.Do("503", func(suppressed int) {
-			h.log.Warn("answering 503", "reason", reason, "err", e.Error(), "request_id", httpx.RequestID(r.Context()),
+			h.log.Warn("answering 503", "reason", reason, "err", err.Error(), "request_id", httpx.RequestID(r.Context()),
 				"suppressed_since_last", suppressed)
 		})
-		httpx.WriteError(w, r, nil, e)
+		httpx.WriteError(w, r, nil, err)
 		return
 	}
-	httpx.WriteError(w, r, h.log, e)
+	httpx.WriteError(w, r, h.log, err)
 }

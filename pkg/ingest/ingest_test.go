@@ -330,6 +330,39 @@ func TestPostMapsWriterOutcomes(t *testing.T) {
 			t.Fatalf("%d %s", res.status, res.body)
 		}
 	})
+	t.Run("a client that leaves is counted 499, not answered 503", func(t *testing.T) {
+		rg := newRig(t, testConfig())
+		waiting := make(chan struct{})
+		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {
+			close(waiting)
+			<-ctx.Done() // the client's request context, ended by its going away
+			return outcomes(len(evs), event.Pending), fmt.Errorf("%w: %w", event.ErrUnavailable, context.Cause(ctx))
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, rg.srv.URL+"/api/v1/events", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", jsonCT)
+		done := make(chan error, 1)
+		go func() {
+			res, err := http.DefaultClient.Do(req)
+			if err == nil {
+				res.Body.Close()
+			}
+			done <- err
+		}()
+		<-waiting
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("client: %v", err)
+		}
+		rg.srv.Close() // waits for the handler
+		m := rg.mon.metrics.refused
+		if got, wrong := testutil.ToFloat64(m.WithLabelValues("499", "client_gone")), testutil.ToFloat64(m.WithLabelValues("503", "client_gone")); got != 1 || wrong != 0 {
+			t.Fatalf("refused{499,client_gone} = %v, {503,client_gone} = %v; want 1, 0", got, wrong)
+		}
+	})
 	t.Run("unavailable writer is 503", func(t *testing.T) {
 		rg := newRig(t, testConfig())
 		rg.w.write = func(ctx context.Context, evs []event.Event) ([]event.Outcome, error) {

@@ -7,18 +7,14 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/httpx"
 )
 
-// Code is the error code of a rate-limited request, distinct from ingest's "overloaded" (the
-// in-flight budget): this one is about the caller, that one about the server.
-const Code = "rate_limited"
-
-// Exceeded is the 429 answer for a principal over its rate; limit names the setting.
+// Exceeded is the refusal of a principal over its rate (event.ErrRateLimited: 429
+// rate_limited, distinct from ingest's "overloaded", which is about the server, not the caller);
+// limit names the setting, retryAfter when its bucket can cover a request again.
 func Exceeded(principal, limit string, retryAfter time.Duration) error {
-	return &httpx.Error{Status: http.StatusTooManyRequests, Code: Code, RetryAfter: retryAfter,
-		Message: fmt.Sprintf("rate limit exceeded for %s (%s); retry after the delay", principal, limit),
-		Err:     event.ErrOverloaded}
+	return &event.Error{Kind: event.ErrRateLimited, RetryAfter: retryAfter,
+		Message: fmt.Sprintf("rate limit exceeded for %s (%s); retry after the delay", principal, limit)}
 }
 
 // Middleware charges one unit per request to the bucket key(r) names, answering 429 with

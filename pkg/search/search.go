@@ -201,16 +201,28 @@ func writeJSONBody(w http.ResponseWriter, status int, body []byte) {
 }
 
 // queryContext bounds a JSON handler's work: the server has no write timeout (streams run for
-// hours), so each handler enforces search.query_timeout itself.
+// hours), so each handler enforces search.query_timeout itself. When the timeout passes, the
+// context's cause is errQueryTimeout.
 func (s *Service) queryContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
+	return context.WithTimeoutCause(r.Context(), s.cfg.QueryTimeout, errQueryTimeout)
 }
 
-func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
-		err = &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
-			Message: "query took longer than search.query_timeout; retry or narrow it", Err: err}
+// errQueryTimeout is the deadline outcome of a query that outlasted search.query_timeout, in
+// words that name the setting rather than the store's.
+var errQueryTimeout = &event.Error{Kind: event.ErrDeadline, Message: "query took longer than search.query_timeout; retry or narrow it"}
+
+// queryError is err, returned by a store under ctx (from queryContext), as errQueryTimeout when
+// the query's own deadline is what ended it. (A client that went away cancels ctx instead: its
+// error stays event.ErrCanceled.)
+func queryError(ctx context.Context, err error) error {
+	if context.Cause(ctx) == errQueryTimeout && errors.Is(err, event.ErrDeadline) {
+		return fmt.Errorf("%w: %w", errQueryTimeout, err)
 	}
+	return err
+}
+
+// fail answers err; the mapper, httpx.WriteError, picks its status.
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 	httpx.WriteError(w, r, s.logger, err)
 }
 
@@ -236,7 +248,7 @@ func (s *Service) list(w http.ResponseWriter, r *http.Request) {
 	events, err := s.store.Page(ctx, event.PageQuery{Filter: q.filter, Desc: q.desc, After: q.after, Size: size})
 	s.metrics.observe("page", start, err)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, queryError(ctx, err))
 		return
 	}
 	n := min(len(events), q.limit)
@@ -265,7 +277,7 @@ func (s *Service) count(w http.ResponseWriter, r *http.Request) {
 	n, err := s.store.Count(ctx, f)
 	s.metrics.observe("count", start, err)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, queryError(ctx, err))
 		return
 	}
 	httpx.WriteJSON(w, http.StatusOK, map[string]int64{"count": n})
@@ -309,12 +321,12 @@ func (s *Service) get(w http.ResponseWriter, r *http.Request) {
 	}
 	if errors.Is(err, event.ErrNotFound) {
 		s.metrics.observe("get", start, nil)
-		httpx.WriteError(w, r, s.logger, &httpx.Error{Status: http.StatusNotFound, Code: "not_found", Message: "no event with this id"})
+		s.fail(w, r, &event.Error{Kind: event.ErrNotFound, Message: "no event with this id"})
 		return
 	}
 	s.metrics.observe("get", start, err)
 	if err != nil {
-		s.fail(w, r, err)
+		s.fail(w, r, queryError(ctx, err))
 		return
 	}
 	b, err := newEventEncoder().appendEvent(nil, e)

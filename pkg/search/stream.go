@@ -11,7 +11,6 @@ import (
 
 	"github.com/spillway/spillway/pkg/auth"
 	"github.com/spillway/spillway/pkg/event"
-	"github.com/spillway/spillway/pkg/httpx"
 )
 
 // The live stream follows Elasticsearch, not any process's memory, so any replica can serve
@@ -74,13 +73,13 @@ func (s *Service) stream(w http.ResponseWriter, r *http.Request) {
 	p := s.streams
 	select {
 	case <-p.done:
-		s.fail(w, r, &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "server is shutting down; reconnect to another instance"})
+		s.fail(w, r, &event.Error{Kind: event.ErrUnavailable, Message: "server is shutting down; reconnect to another instance"})
 		return
 	default:
 	}
 	if n := p.open.Add(1); n > int64(s.cfg.MaxStreams) {
 		p.open.Add(-1)
-		s.fail(w, r, &httpx.Error{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		s.fail(w, r, &event.Error{Kind: event.ErrUnavailable,
 			Message: fmt.Sprintf("this instance serves at most %d streams; retry later or on another instance", s.cfg.MaxStreams)})
 		return
 	}
