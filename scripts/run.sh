@@ -53,8 +53,8 @@ cat <<MSG
 
 Try:
   curl -s -XPOST 'http://127.0.0.1:8080/api/v1/events?wait=searchable' -H 'Content-Type: application/json' \\
-       -d '{"clientId":"client-1","type":"click","payload":{"button":"buy"}}'
-  curl -s 'http://127.0.0.1:8081/api/v1/events?clientId=client-1'
+       -d '{"clientId":"tour-alice","type":"click","payload":{"button":"buy"}}'
+  curl -s 'http://127.0.0.1:8081/api/v1/events?clientId=tour-alice'
 
 Ctrl-C stops the three binaries.
 MSG
