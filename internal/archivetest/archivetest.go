@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
@@ -365,25 +364,6 @@ func diff(t testing.TB, esIDs, pgIDs []string) {
 }
 
 func head(s []string) []string { return s[:min(len(s), 10)] }
-
-// MetricSum adds up every series of a metric in a registry.
-func MetricSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
-}
 
 // Payloads are what ingest accepts and the archive must return value for value: compact JSON
 // objects with unicode, nulls, nesting, SQL and COPY metacharacters, and numbers beyond

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/metrictest"
 	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
 	"github.com/spillway/spillway/pkg/config"
@@ -55,7 +56,7 @@ func (r *running) stop(t *testing.T) {
 }
 
 func (r *running) metric(t *testing.T, name string) float64 {
-	return archivetest.MetricSum(t, r.reg, name)
+	return metrictest.Sum(t, r.reg, name)
 }
 
 // waitUntil polls cond; the deadline only guards against a hang.

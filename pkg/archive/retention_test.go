@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/metrictest"
 	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
 	"github.com/spillway/spillway/pkg/esstore"
@@ -133,7 +134,7 @@ func TestIntegrationRetentionKeepsUnarchivedIndexAndEverythingAfter(t *testing.T
 	if after := indexNames(t, es); !slices.Equal(after, before[4:]) {
 		t.Fatalf("indices after: %v, want %v", after, before[4:])
 	}
-	if v := archivetest.MetricSum(t, reg, "spillway_archiver_indices_dropped_total"); v != 4 {
+	if v := metrictest.Sum(t, reg, "spillway_archiver_indices_dropped_total"); v != 4 {
 		t.Fatalf("dropped metric %v", v)
 	}
 	// Every dropped event is still in PostgreSQL.
@@ -235,9 +236,9 @@ func TestIntegrationRunAppliesRetention(t *testing.T) {
 		<-done
 	}()
 	waitUntil(t, "a retention pass in run", time.Minute, func() bool {
-		return archivetest.MetricSum(t, reg, "spillway_archiver_retention_runs_total") > 0
+		return metrictest.Sum(t, reg, "spillway_archiver_retention_runs_total") > 0
 	})
-	if ok := metricLabel(t, reg, "spillway_archiver_retention_runs_total", "ok"); ok != 1 {
+	if ok := metrictest.Sum(t, reg, "spillway_archiver_retention_runs_total", "result", "ok"); ok != 1 {
 		t.Fatalf("retention runs ok=%v, want 1", ok)
 	}
 	if b := boundary(t, pg, es); !b.Equal(day(3)) {
@@ -246,31 +247,9 @@ func TestIntegrationRunAppliesRetention(t *testing.T) {
 	if names := indexNames(t, es); len(names) != 3 || names[0] != es.IndexFor(day(3)) {
 		t.Fatalf("indices %v", names)
 	}
-	if v := archivetest.MetricSum(t, reg, "spillway_archiver_indices_dropped_total"); v != 3 {
+	if v := metrictest.Sum(t, reg, "spillway_archiver_indices_dropped_total"); v != 3 {
 		t.Fatalf("dropped metric %v", v)
 	}
-}
-
-func metricLabel(t *testing.T, reg *prometheus.Registry, name, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetValue() == value {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
 }
 
 func mapsEqual(a, b map[string]string) bool {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/spillway/spillway/internal/metrictest"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
@@ -91,7 +91,7 @@ func TestRunArchivesEveryShardInPages(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	start(t, es, pg, testConfig(), reg)
 	waitFor(t, "all archived", func() bool { return allArchived(es, pg) == nil })
-	if got := testutil.ToFloat64(mustCounter(t, reg, "spillway_archiver_rows_archived_total")); got != float64(n) {
+	if got := metrictest.Sum(t, reg, "spillway_archiver_rows_archived_total"); got != float64(n) {
 		t.Fatalf("rows metric %v, want %d", got, n)
 	}
 
@@ -99,30 +99,6 @@ func TestRunArchivesEveryShardInPages(t *testing.T) {
 	es.add("ev-2026.04.01", 0, doc("late-1", day), true)
 	es.add("ev-2026.03.01", 0, doc("late-2", day.AddDate(0, -1, 0)), true)
 	waitFor(t, "late documents", func() bool { return allArchived(es, pg) == nil })
-}
-
-func mustCounter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	found := false
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			found = true
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			}
-		}
-	}
-	if !found {
-		t.Fatalf("metric %s not registered", name)
-	}
-	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"})
-	g.Set(sum)
-	return g
 }
 
 // Operations above the global checkpoint may not be on every copy yet; the archiver leaves
@@ -187,7 +163,7 @@ func TestRunSurvivesAMovedCheckpoint(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	start(t, es, pg, testConfig(), reg)
 	waitFor(t, "all archived", func() bool { return allArchived(es, pg) == nil })
-	if c := testutil.ToFloat64(mustCounter(t, reg, "spillway_archiver_rows_archived_total")); c != 10 {
+	if c := metrictest.Sum(t, reg, "spillway_archiver_rows_archived_total"); c != 10 {
 		t.Fatalf("archiver inserted %v rows, want the 10 the other writer did not", c)
 	}
 }
@@ -211,7 +187,7 @@ func TestRunBacksOffAndResumes(t *testing.T) {
 	if errs < 6 {
 		t.Fatalf("%d errors recorded for status, want at least 6", errs)
 	}
-	if e := testutil.ToFloat64(mustCounter(t, reg, "spillway_archiver_errors_total")); e < 6 {
+	if e := metrictest.Sum(t, reg, "spillway_archiver_errors_total"); e < 6 {
 		t.Fatalf("errors metric %v", e)
 	}
 }
@@ -304,10 +280,10 @@ func TestMetricsLagAndPool(t *testing.T) {
 	go func() { defer close(done); _ = a.Run(context.Background()) }()
 	defer func() { _ = a.Stop(context.Background()); <-done }()
 	waitFor(t, "lag measured", func() bool { return a.metrics.lagSeconds() >= 3599 })
-	if v := testutil.ToFloat64(mustCounter(t, reg, "spillway_archiver_pool_max_connections")); v != 4 {
+	if v := metrictest.Sum(t, reg, "spillway_archiver_pool_max_connections"); v != 4 {
 		t.Fatalf("pool max %v", v)
 	}
-	if v := testutil.ToFloat64(mustCounter(t, reg, "spillway_archiver_leader")); v != 1 {
+	if v := metrictest.Sum(t, reg, "spillway_archiver_leader"); v != 1 {
 		t.Fatalf("leader %v", v)
 	}
 	es.advance()

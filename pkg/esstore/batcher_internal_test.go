@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/fakeclock"
 	"github.com/spillway/spillway/pkg/event"
 )
 
@@ -87,15 +88,15 @@ type rig struct {
 	t      *testing.T
 	b      *batcher
 	sender *fakeSender
-	clock  *fakeClock
+	clock  *fakeclock.Clock
 	flushs chan event.Flush
 }
 
 func newRig(t *testing.T, maxConcurrent, maxBytes int, linger time.Duration) *rig {
 	t.Helper()
-	r := &rig{t: t, sender: newFakeSender(), clock: newFakeClock(), flushs: make(chan event.Flush, 100)}
-	lim := newLimiter(maxConcurrent, maxConcurrent, r.clock.now)
-	r.b = newBatcher(r.sender, lim, maxBytes, linger, 0, func(f event.Flush) { r.flushs <- f }, r.clock.now)
+	r := &rig{t: t, sender: newFakeSender(), clock: fakeclock.New(), flushs: make(chan event.Flush, 100)}
+	lim := newLimiter(maxConcurrent, maxConcurrent, r.clock.Now)
+	r.b = newBatcher(r.sender, lim, maxBytes, linger, 0, func(f event.Flush) { r.flushs <- f }, r.clock.Now)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -110,7 +111,7 @@ func (r *rig) add(ctx context.Context, searchable bool, ids ...string) chan item
 	results := make(chan itemResult, len(ids))
 	items := make([]queuedItem, len(ids))
 	for i, id := range ids {
-		items[i] = queuedItem{line: line(id), ctx: ctx, i: i, results: results, added: r.clock.now()}
+		items[i] = queuedItem{line: line(id), ctx: ctx, i: i, results: results, added: r.clock.Now()}
 	}
 	if err := r.b.add(searchable, items); err != nil {
 		r.t.Fatalf("add: %v", err)
@@ -173,7 +174,7 @@ func TestBatcherGathersWhileRequestsAreInFlight(t *testing.T) {
 	for _, id := range []string{"c", "d", "e"} {
 		later = append(later, r.add(ctx, false, id))
 	}
-	r.clock.advance(ms(7))
+	r.clock.Advance(ms(7))
 	if got := r.b.queueDelay(); got != ms(7) {
 		t.Errorf("queue delay %v, want 7ms: c has waited that long", got)
 	}
@@ -238,7 +239,7 @@ func TestBatcherSendsEachModeInItsOwnRequest(t *testing.T) {
 	r.add(ctx, false, "a")
 	busy := r.sender.next(t)
 	r.add(ctx, true, "s1")
-	r.clock.advance(ms(1))
+	r.clock.Advance(ms(1))
 	r.add(ctx, false, "d1")
 	r.add(ctx, true, "s2")
 	busy.answer(201)
@@ -330,7 +331,7 @@ func TestBatcherLingerFlushAndCloseDrain(t *testing.T) {
 	if r.inflight() != 0 {
 		t.Fatal("sent before its linger ended")
 	}
-	r.clock.advance(ms(5))
+	r.clock.Advance(ms(5))
 	if got := r.b.queueDelay(); got != 0 {
 		t.Errorf("queue delay %v during the linger, want 0: lingering is not queueing", got)
 	}

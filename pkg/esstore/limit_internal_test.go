@@ -1,30 +1,11 @@
 package esstore
 
 import (
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/spillway/spillway/internal/fakeclock"
 )
-
-// fakeClock is a clock that moves only when told. Safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func ms(n float64) time.Duration { return time.Duration(n * float64(time.Millisecond)) }
 
@@ -45,12 +26,12 @@ func (l *limiter) fill(rtt time.Duration, inflight int) int {
 }
 
 func TestLimiterGrowsWhileLatencyStaysAtItsFloor(t *testing.T) {
-	c := newFakeClock()
-	l := newLimiter(2, 6, c.now)
+	c := fakeclock.New()
+	l := newLimiter(2, 6, c.Now)
 	var got []int
 	for i := 0; i < 8; i++ {
 		got = append(got, l.round(ms(3)))
-		c.advance(ms(3))
+		c.Advance(ms(3))
 	}
 	want := []int{3, 4, 5, 6, 6, 6, 6, 6}
 	for i := range want {
@@ -61,11 +42,11 @@ func TestLimiterGrowsWhileLatencyStaysAtItsFloor(t *testing.T) {
 }
 
 func TestLimiterDoesNotGrowWhenTheLoadLeavesSlotsFree(t *testing.T) {
-	c := newFakeClock()
-	l := newLimiter(2, 8, c.now)
+	c := fakeclock.New()
+	l := newLimiter(2, 8, c.Now)
 	for i := 0; i < 10; i++ {
 		l.fill(ms(3), 1) // one request at a time: the limit was never what bounded them
-		c.advance(ms(3))
+		c.Advance(ms(3))
 	}
 	if l.current() != 2 {
 		t.Fatalf("limit %d after application-limited rounds, want 2", l.current())
@@ -73,8 +54,8 @@ func TestLimiterDoesNotGrowWhenTheLoadLeavesSlotsFree(t *testing.T) {
 }
 
 func TestLimiterShrinksWhenRequestsQueueInTheCluster(t *testing.T) {
-	c := newFakeClock()
-	l := newLimiter(4, 8, c.now)
+	c := fakeclock.New()
+	l := newLimiter(4, 8, c.Now)
 	l.fill(ms(2), 1) // the floor: 2 ms
 	// 4 in flight taking 8 ms: 4 × (1 − 2/8) = 3 requests' worth queued, above vegasBeta.
 	if got := l.round(ms(8)); got != 3 {
@@ -87,11 +68,11 @@ func TestLimiterShrinksWhenRequestsQueueInTheCluster(t *testing.T) {
 }
 
 func TestLimiterHalvesWhenTheClusterShedsLoad(t *testing.T) {
-	if l := newLimiter(1, 1, newFakeClock().now); l.current() != 1 {
+	if l := newLimiter(1, 1, fakeclock.New().Now); l.current() != 1 {
 		t.Fatalf("limit %d with a ceiling of 1", l.current())
 	}
-	c := newFakeClock()
-	l := newLimiter(8, 8, c.now)
+	c := fakeclock.New()
+	l := newLimiter(8, 8, c.Now)
 	s := l.sending()
 	if got := l.observe(s, ms(5), 8, true); got != 4 {
 		t.Fatalf("limit %d after a 429, want 4", got)
@@ -109,8 +90,8 @@ func TestLimiterHalvesWhenTheClusterShedsLoad(t *testing.T) {
 }
 
 func TestLimiterIgnoresAnswersSentUnderTheOldLimit(t *testing.T) {
-	c := newFakeClock()
-	l := newLimiter(2, 8, c.now)
+	c := fakeclock.New()
+	l := newLimiter(2, 8, c.Now)
 	old := []uint64{l.sending(), l.sending()}
 	l.observe(old[0], ms(2), 2, false) // grows to 3
 	if l.current() != 3 {
@@ -125,15 +106,15 @@ func TestLimiterIgnoresAnswersSentUnderTheOldLimit(t *testing.T) {
 // The floor is the shortest round trip of the last one or two windows: after a cluster became
 // slower for good, the old floor expires and the limit stops shrinking against it.
 func TestLimiterFloorExpires(t *testing.T) {
-	c := newFakeClock()
-	l := newLimiter(3, 8, c.now)
+	c := fakeclock.New()
+	l := newLimiter(3, 8, c.Now)
 	l.fill(ms(2), 1)
-	c.advance(minRTTWindow)
+	c.Advance(minRTTWindow)
 	l.fill(ms(10), 1) // a new window: the previous floor (2 ms) still counts
 	if l.base() != ms(2) {
 		t.Fatalf("base %v, want 2ms from the previous window", l.base())
 	}
-	c.advance(minRTTWindow)
+	c.Advance(minRTTWindow)
 	l.fill(ms(10), 1)
 	if l.base() != ms(10) {
 		t.Fatalf("base %v, want 10ms once the 2 ms window is two windows old", l.base())
@@ -160,8 +141,8 @@ func TestLimiterSettlesNearTheClustersCapacity(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newFakeClock()
-			l := newLimiter(1, 8, c.now)
+			c := fakeclock.New()
+			l := newLimiter(1, 8, c.Now)
 			rtt := func(inflight int) time.Duration {
 				share := max(1, float64(inflight)/float64(tc.threads))
 				return tc.network + time.Duration(share*float64(tc.service))
@@ -170,7 +151,7 @@ func TestLimiterSettlesNearTheClustersCapacity(t *testing.T) {
 			for i := 0; i < 200; i++ {
 				n := l.current()
 				l.round(rtt(n))
-				c.advance(rtt(n))
+				c.Advance(rtt(n))
 				if i >= 100 {
 					seen[l.current()] = true
 				}

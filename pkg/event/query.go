@@ -3,6 +3,8 @@ package event
 import (
 	"errors"
 	"time"
+
+	"context"
 )
 
 // The read vocabulary both stores speak and the read roles (search, tier) use: which events, in
@@ -42,3 +44,17 @@ type Range struct{ From, To time.Time }
 // ErrTooMany means a range holds more events than the caller's limit (listing the ids of a
 // verification bucket); the caller splits the range.
 var ErrTooMany = errors.New("too many events in range")
+
+// Reader is what both stores answer: pages in the read order, exact counts, and an event by
+// id. Elasticsearch and PostgreSQL implement it alike, the tier store composes two of them, and
+// search serves from one. Implementations must be safe for concurrent use.
+type Reader interface {
+	// Page returns up to q.Size events in (timestamp, id) order strictly after q.After.
+	Page(ctx context.Context, q PageQuery) ([]Event, error)
+	// Count returns the exact number of events matching f.
+	Count(ctx context.Context, f Filter) (int64, error)
+	// Get returns the newest event with the id (latest timestamp) or, with a non-zero day, the
+	// one of that UTC day; or an error matching ErrNotFound. An event's identity is its id and
+	// the UTC day of its timestamp, so one id may name an event on each of several days.
+	Get(ctx context.Context, id string, day time.Time) (Event, error)
+}

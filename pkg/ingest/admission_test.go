@@ -3,39 +3,20 @@ package ingest
 import (
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/spillway/spillway/internal/fakeclock"
 )
-
-// fakeClock moves only when told. Safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func TestAdmissionRefusesAStandingQueueOnly(t *testing.T) {
 	const target, interval = 100 * time.Millisecond, 500 * time.Millisecond
-	c := newFakeClock()
+	c := fakeclock.New()
 	var delay time.Duration
 	var changes []bool
-	a := &admission{target: target, interval: interval, delay: func() time.Duration { return delay }, now: c.now,
+	a := &admission{target: target, interval: interval, delay: func() time.Duration { return delay }, now: c.Now,
 		onChange: func(refusing bool, _ time.Duration) { changes = append(changes, refusing) }}
 	steps := []struct {
 		name    string
@@ -57,7 +38,7 @@ func TestAdmissionRefusesAStandingQueueOnly(t *testing.T) {
 		{"above an interval after refusing stopped: admitted", interval, 200 * time.Millisecond, true},
 	}
 	for _, s := range steps {
-		c.advance(s.advance)
+		c.Advance(s.advance)
 		delay = s.delay
 		if ok, d := a.admit(); ok != s.admit || d != s.delay {
 			t.Fatalf("%s: admit = %v (delay %v), want %v", s.name, ok, d, s.admit)
@@ -70,7 +51,7 @@ func TestAdmissionRefusesAStandingQueueOnly(t *testing.T) {
 }
 
 func TestAdmissionOffWithZeroTarget(t *testing.T) {
-	a := &admission{delay: func() time.Duration { return time.Hour }, now: newFakeClock().now, interval: time.Millisecond}
+	a := &admission{delay: func() time.Duration { return time.Hour }, now: fakeclock.New().Now, interval: time.Millisecond}
 	for i := 0; i < 3; i++ {
 		if ok, _ := a.admit(); !ok {
 			t.Fatal("refused with admission control off")
@@ -84,8 +65,8 @@ func TestPostRefusesWhileEventsQueueTooLong(t *testing.T) {
 	cfg := testConfig()
 	cfg.QueueDelayTarget, cfg.QueueDelayInterval = 50*time.Millisecond, 200*time.Millisecond
 	rg := newRig(t, cfg)
-	c := newFakeClock()
-	rg.h.adm.now = c.now
+	c := fakeclock.New()
+	rg.h.adm.now = c.Now
 	setDelay := func(d time.Duration) {
 		rg.w.mu.Lock()
 		rg.w.delay = d
@@ -96,7 +77,7 @@ func TestPostRefusesWhileEventsQueueTooLong(t *testing.T) {
 	if res := rg.post(t, "", jsonCT, body); res.status != http.StatusCreated {
 		t.Fatalf("first request above target: %d %s, want 201 (not yet an interval)", res.status, res.body)
 	}
-	c.advance(200 * time.Millisecond)
+	c.Advance(200 * time.Millisecond)
 	res := rg.post(t, "", jsonCT, body)
 	if res.status != http.StatusTooManyRequests || res.header.Get("Retry-After") != "2" {
 		t.Fatalf("after an interval above target: %d %v %s, want 429 with Retry-After", res.status, res.header, res.body)

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/spillway/spillway/api/apitest"
+	"github.com/spillway/spillway/internal/metrictest"
 	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
@@ -148,40 +148,10 @@ func (s *stack) count() (int, error) {
 	return out.Count, nil
 }
 
-// metric returns the value of a counter or gauge with the labels, 0 when absent.
+// metric sums the series of a counter or gauge that have the labels (name/value pairs).
 func (s *stack) metric(t testing.TB, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := s.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				if !hasLabel(m, labels[i], labels[i+1]) {
-					continue next
-				}
-			}
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, name, value string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name && l.GetValue() == value {
-			return true
-		}
-	}
-	return false
+	return metrictest.Sum(t, s.reg, name, labels...)
 }
 
 func TestIngestStoresEveryBodyFormat(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/metrictest"
 	"github.com/spillway/spillway/pkg/search"
 )
 
@@ -106,7 +107,7 @@ func TestStreamPollerSleepsWhileTheFeedIsIdle(t *testing.T) {
 			// The last stream gone, the poller lets its snapshot (and the chains) go; a new
 			// stream starts from a fresh one.
 			st.close()
-			for deadline := time.Now().Add(30 * time.Second); metricValue(t, srv, "spillway_search_open_streams") != 0; time.Sleep(time.Millisecond) {
+			for deadline := time.Now().Add(30 * time.Second); metrictest.Sum(t, srv.reg, "spillway_search_open_streams") != 0; time.Sleep(time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatal("the closed stream is still counted open")
 				}
@@ -149,12 +150,12 @@ func TestStreamWakesOnlyForItsClientsAndCatchesUpFromTheChain(t *testing.T) {
 	b.next(t)
 	// b's stream is subscribed; its first read of the shard (against the first snapshot) counts
 	// as one read of its own. Wait for it, so that what follows counts only later reads.
-	for deadline := time.Now().Add(30 * time.Second); labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "elasticsearch") < 2; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "elasticsearch") < 2; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the streams did not read the first snapshot")
 		}
 	}
-	own := labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "elasticsearch")
+	own := metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "elasticsearch")
 
 	for i := 0; i < 3; i++ {
 		signals := srv.svc.Signals()
@@ -169,16 +170,16 @@ func TestStreamWakesOnlyForItsClientsAndCatchesUpFromTheChain(t *testing.T) {
 			t.Fatalf("a: got %s, want %s", e.ID, want)
 		}
 	}
-	window := labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "window")
+	window := metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "window")
 	want := feed.add(0, "b", "")
 	m.tick()
 	if e, _ := b.nextEvent(t); e.ID != want {
 		t.Fatalf("b: got %s, want %s", e.ID, want)
 	}
-	if o := labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "elasticsearch"); o != own {
+	if o := metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "elasticsearch"); o != own {
 		t.Fatalf("reads of their own %v → %v: b did not catch up from the chain", own, o)
 	}
-	if w := labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "window"); w <= window {
+	if w := metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "window"); w <= window {
 		t.Fatalf("reads from windows %v → %v", window, w)
 	}
 }

@@ -25,19 +25,9 @@ import (
 	"github.com/spillway/spillway/pkg/httpx"
 )
 
-// Store answers the paginated, counting and by-id queries. Implementations must be safe for
-// concurrent use; the Elasticsearch store (and, with the cold tier, the tier store over both) is
-// the production one.
-type Store interface {
-	// Page returns up to q.Size events in (timestamp, id) order strictly after q.After.
-	Page(ctx context.Context, q event.PageQuery) ([]event.Event, error)
-	// Count returns the exact number of events matching f.
-	Count(ctx context.Context, f event.Filter) (int64, error)
-	// Get returns the newest event with the id (latest timestamp) or, with a non-zero day, the
-	// one of that UTC day; or an error matching event.ErrNotFound. An event's identity is its id
-	// and the UTC day of its timestamp, so one id may name an event on each of several days.
-	Get(ctx context.Context, id string, day time.Time) (event.Event, error)
-}
+// Store answers the paginated, counting and by-id queries: the Elasticsearch store, or with the
+// cold tier the tier store over both.
+type Store = event.Reader
 
 // Feed is the per-shard _seq_no feed the live stream follows (the Elasticsearch store).
 // Implementations must be safe for concurrent use.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway/spillway/internal/metrictest"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/search"
 )
@@ -481,7 +482,7 @@ drain:
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if v := metricValue(t, srv, "spillway_search_open_streams"); v != 1 {
+	if v := metrictest.Sum(t, srv.reg, "spillway_search_open_streams"); v != 1 {
 		t.Fatalf("open streams gauge %v", v)
 	}
 
@@ -512,8 +513,8 @@ func bothReadPaths(t *testing.T, test func(t *testing.T, shared bool) []*server)
 			defer search.SetWindowStreams(mode.streams)()
 			var window, own float64
 			for _, srv := range test(t, mode.streams == 1) {
-				window += labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "window")
-				own += labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "elasticsearch")
+				window += metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "window")
+				own += metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "elasticsearch")
 			}
 			t.Logf("stream shard reads: %v from shared windows, %v own", window, own)
 			if mode.streams != 1 && window != 0 {
@@ -538,8 +539,8 @@ func TestStreamTakesNewEventsFromSharedWindows(t *testing.T) {
 	st := srv.openStream(t, url.Values{"clientId": {"a"}, "type": {"x"}}, "")
 	st.next(t) // the start token
 	reads := func() (window, own float64) {
-		return labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "window"),
-			labelledValue(t, srv, "spillway_search_stream_shard_reads_total", "source", "elasticsearch")
+		return metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "window"),
+			metrictest.Sum(t, srv.reg, "spillway_search_stream_shard_reads_total", "source", "elasticsearch")
 	}
 	// Wait until the stream has read the shard once (its first snapshot, before any window).
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -559,45 +560,4 @@ func TestStreamTakesNewEventsFromSharedWindows(t *testing.T) {
 			t.Fatalf("round %d: shard reads from windows %v → %v, own %v → %v", round, window0, window, own0, own)
 		}
 	}
-}
-
-// labelledValue returns the value of the counter name{label=value}, 0 if it has not counted.
-func labelledValue(t *testing.T, srv *server, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := srv.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
-
-func metricValue(t *testing.T, srv *server, name string) float64 {
-	t.Helper()
-	mfs, err := srv.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway/spillway/internal/archivetest"
+	"github.com/spillway/spillway/internal/metrictest"
 	"github.com/spillway/spillway/internal/testenv"
 	"github.com/spillway/spillway/pkg/archive"
 	"github.com/spillway/spillway/pkg/config"
@@ -518,36 +519,9 @@ func TestIntegrationWholeHistoryAcrossTiers(t *testing.T) {
 	})
 
 	// Metrics show both tiers at work; responses never did.
-	if hot, cold := metric(t, srv.reg, "spillway_search_tier_queries_total", "hot"), metric(t, srv.reg, "spillway_search_tier_queries_total", "cold"); hot == 0 || cold == 0 {
+	if hot, cold := metrictest.Sum(t, srv.reg, "spillway_search_tier_queries_total", "tier", "hot"), metrictest.Sum(t, srv.reg, "spillway_search_tier_queries_total", "tier", "cold"); hot == 0 || cold == 0 {
 		t.Fatalf("tier query metrics: hot %v cold %v", hot, cold)
 	}
-}
-
-// metric sums a metric's series that have a label with the value (all series for "").
-func metric(t *testing.T, reg *prometheus.Registry, name, labelValue string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if labelValue == "" {
-				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if l.GetValue() == labelValue {
-					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return sum
 }
 
 // TestIntegrationColdOutage: with PostgreSQL down (a private cluster, stopped), what
@@ -601,14 +575,14 @@ func TestIntegrationColdOutage(t *testing.T) {
 		expect503(stage+": cold get", "/api/v1/events/"+url.PathEscape(want(events, all, time.Time{}, time.Time{}, false)[0]), nil)
 	}
 	checkHot("boundary fresh")
-	waitFor(t, "the boundary to go stale", func() bool { return metric(t, srv.reg, "spillway_search_tier_boundary_stale", "") == 1 })
+	waitFor(t, "the boundary to go stale", func() bool { return metrictest.Sum(t, srv.reg, "spillway_search_tier_boundary_stale") == 1 })
 	checkHot("boundary stale")
 	// Stale, the range between the boundary and the fallback split is refused too: retention may
 	// have moved the boundary there meanwhile.
 	expect503("stale: just above the boundary", "/api/v1/events", url.Values{"clientId": all, "from": {timeParam(b)}})
 
 	cluster.Start(t)
-	waitFor(t, "the boundary to be read again", func() bool { return metric(t, srv.reg, "spillway_search_tier_boundary_stale", "") == 0 })
+	waitFor(t, "the boundary to be read again", func() bool { return metrictest.Sum(t, srv.reg, "spillway_search_tier_boundary_stale") == 0 })
 	var got []string
 	waitFor(t, "cold reads to work again", func() bool {
 		var page struct{ Events []apiEvent }

@@ -33,14 +33,8 @@ import (
 	"github.com/spillway/spillway/pkg/resilience"
 )
 
-// Reader is what both stores answer: pages in the read order, exact counts, and an event by
-// id (the newest with the id, or with a non-zero day the one of that UTC day). Elasticsearch and
-// PostgreSQL implement it alike; the tier store composes the two. Safe for concurrent use.
-type Reader interface {
-	Page(ctx context.Context, q event.PageQuery) ([]event.Event, error)
-	Count(ctx context.Context, f event.Filter) (int64, error)
-	Get(ctx context.Context, id string, day time.Time) (event.Event, error)
-}
+// Reader is what both stores answer (event.Reader); the tier store composes two of them.
+type Reader = event.Reader
 
 // Hot is the Elasticsearch tier (the Elasticsearch store) with its retention log.
 type Hot interface {
