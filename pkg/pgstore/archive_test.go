@@ -71,8 +71,8 @@ func TestLeaseCommitMovesCheckpointWithRows(t *testing.T) {
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
 	res, err := lease.Commit(ctx, pgstore.Batch{IndexUUID: "u1", IndexName: "x-2026.03.01", Shard: 0, From: -1, To: 9, Rows: rowsN("a", 10, ts)})
-	if err != nil || res.Inserted != 10 || res.Bytes == 0 {
-		t.Fatalf("first batch: %+v %v", res, err)
+	if err != nil || res.Inserted != 10 || res.Bytes == 0 || res.Staged {
+		t.Fatalf("first batch (new rows: COPY straight into events): %+v %v", res, err)
 	}
 	cp, ok := checkpointOf(t, s, "u1", 0)
 	if !ok || cp.SeqNo != 9 || cp.Rows != 10 || cp.IndexName != "x-2026.03.01" {
@@ -89,11 +89,13 @@ func TestLeaseCommitMovesCheckpointWithRows(t *testing.T) {
 		t.Fatalf("stale batch wrote rows: %d events", n)
 	}
 
-	// Ids already archived (by repair or backfill) are skipped, not duplicated or failed; the
-	// checkpoint counts only what it inserted. An empty batch that exhausts a range still moves.
+	// Ids already archived (by repair or backfill) are skipped, not duplicated or failed: the
+	// straight COPY fails on the unique index, and the batch goes through the staging table
+	// instead. The checkpoint counts only what it inserted.
+	// An empty batch that exhausts a range still moves.
 	overlap := append(rowsN("a", 5, ts), rowsN("c", 3, ts)...)
 	res, err = lease.Commit(ctx, pgstore.Batch{IndexUUID: "u1", IndexName: "x-2026.03.01", From: 9, To: 30, Rows: overlap})
-	if err != nil || res.Inserted != 3 {
+	if err != nil || res.Inserted != 3 || !res.Staged {
 		t.Fatalf("overlapping batch: %+v %v", res, err)
 	}
 	if _, err := lease.Commit(ctx, pgstore.Batch{IndexUUID: "u1", IndexName: "x-2026.03.01", From: 30, To: 42}); err != nil {

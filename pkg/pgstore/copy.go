@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/spillway/spillway/pkg/event"
 )
@@ -39,6 +40,10 @@ type Result struct {
 	Inserted int64
 	// Bytes is the row data sent with COPY.
 	Bytes int64
+	// Staged says the rows went through the staging table: some (id, day) of the batch was
+	// archived already, or a version-1 archive is being migrated. Otherwise they were COPYed
+	// straight into events.
+	Staged bool
 }
 
 // ErrCheckpointMoved means the stored checkpoint is not where a batch started: another process
@@ -101,7 +106,7 @@ func (s *Store) commitBatch(ctx context.Context, db beginner, b Batch) (Result, 
 			return &CheckpointMovedError{IndexUUID: b.IndexUUID, Shard: b.Shard, Want: b.From, Got: cur}
 		}
 		var err error
-		if res, err = copyRows(ctx, tx, b.Rows); err != nil {
+		if res, err = copyDirect(ctx, tx, b.Rows); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE archive_checkpoints SET seq_no = $3, rows = rows + $4, index_name = $5, updated_at = now()
@@ -120,6 +125,75 @@ func (s *Store) commitBatch(ctx context.Context, db beginner, b Batch) (Result, 
 	return res, nil
 }
 
+// copyDirect COPYs rows straight into events, the feed's common case: a batch of the feed holds
+// rows no one has archived yet (the checkpoint moves in the same transaction, so a batch is never
+// written twice). It runs in a savepoint; when an (id, day) is there already — repair, backfill or
+// an import wrote it ahead of the feed — COPY fails on the partition's unique index, the savepoint
+// is rolled back, and the batch takes copyRows's staging table, which skips what is archived.
+// Straight COPY writes each row once instead of twice (staging, then INSERT … SELECT): S6 in
+// BENCHMARKS.md. While a version-1 archive is migrated, every batch takes the staging path.
+func copyDirect(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, error) {
+	if len(rows) == 0 {
+		return Result{}, nil
+	}
+	migrating, err := migratingV1(ctx, tx)
+	if err != nil {
+		return Result{}, err
+	}
+	if migrating {
+		return copyRows(ctx, tx, rows)
+	}
+	sp, err := tx.Begin(ctx) // a savepoint
+	if err != nil {
+		return Result{}, fmt.Errorf("savepoint: %w", err)
+	}
+	var res Result
+	n, err := sp.CopyFrom(ctx, pgx.Identifier{"events"}, copyColumns, rowSource(rows, &res))
+	if err == nil {
+		if err := sp.Commit(ctx); err != nil {
+			return Result{}, fmt.Errorf("release savepoint: %w", err)
+		}
+		res.Inserted = n
+		return res, nil
+	}
+	if rerr := sp.Rollback(ctx); rerr != nil {
+		return Result{}, fmt.Errorf("copy: %w (rollback to savepoint: %v)", err, rerr)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique_violation
+		return Result{}, fmt.Errorf("copy: %w", err)
+	}
+	return copyRows(ctx, tx, rows)
+}
+
+// copyColumns are the columns COPY writes, in rowSource's order.
+var copyColumns = []string{"id", "client_id", "type", "ts", "ingested_at", "payload"}
+
+// rowSource feeds rows to COPY and adds their size to res.Bytes.
+func rowSource(rows []event.Event, res *Result) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+		r := rows[i]
+		res.Bytes += rowSize(r)
+		var typ, payload any
+		if r.Type != "" {
+			typ = r.Type
+		}
+		if r.Payload != nil {
+			payload = []byte(r.Payload) // JSON text, verbatim
+		}
+		return []any{r.ID, r.ClientID, typ, r.Timestamp, r.IngestedAt, payload}, nil
+	})
+}
+
+// migratingV1 reports whether a version-1 archive is being migrated (events_v1 exists).
+func migratingV1(ctx context.Context, tx pgx.Tx) (bool, error) {
+	var migrating bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass('events_v1') IS NOT NULL`).Scan(&migrating); err != nil {
+		return false, fmt.Errorf("migration state: %w", err)
+	}
+	return migrating, nil
+}
+
 // copyRows COPYs rows into a staging table that lives until the transaction ends, then inserts
 // them into events; an (id, UTC day) already archived is skipped (each day partition's UNIQUE
 // (id) is the arbiter), which makes every write idempotent. The partitions must exist.
@@ -134,26 +208,13 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, error
 	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE archive_staging (LIKE events INCLUDING ALL EXCLUDING INDEXES) ON COMMIT DROP`); err != nil {
 		return Result{}, fmt.Errorf("staging table: %w", err)
 	}
-	var res Result
-	src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-		r := rows[i]
-		res.Bytes += rowSize(r)
-		var typ, payload any
-		if r.Type != "" {
-			typ = r.Type
-		}
-		if r.Payload != nil {
-			payload = []byte(r.Payload) // JSON text, verbatim
-		}
-		return []any{r.ID, r.ClientID, typ, r.Timestamp, r.IngestedAt, payload}, nil
-	})
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"archive_staging"},
-		[]string{"id", "client_id", "type", "ts", "ingested_at", "payload"}, src); err != nil {
+	res := Result{Staged: true}
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"archive_staging"}, copyColumns, rowSource(rows, &res)); err != nil {
 		return Result{}, fmt.Errorf("copy: %w", err)
 	}
-	var migrating bool
-	if err := tx.QueryRow(ctx, `SELECT to_regclass('events_v1') IS NOT NULL`).Scan(&migrating); err != nil {
-		return Result{}, fmt.Errorf("staging: %w", err)
+	migrating, err := migratingV1(ctx, tx)
+	if err != nil {
+		return Result{}, err
 	}
 	skipV1 := ""
 	if migrating {

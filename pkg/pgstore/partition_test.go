@@ -343,25 +343,38 @@ func TestDropPartition(t *testing.T) {
 	}
 }
 
-// Payloads written by the archive's batches are stored with the column's lz4 compression: the
-// staging table they pass through must carry it, since INSERT ... SELECT moves compressed values
-// without recompressing them.
+// Payloads written by the archive's batches are stored with the column's lz4 compression, on
+// both paths: the feed's batches COPY straight into events, and rows that go through the staging
+// table (repair, backfill, a batch with rows archived already) keep it only because the staging
+// table carries it, since INSERT ... SELECT moves compressed values without recompressing them.
 func TestArchivedPayloadsUseLZ4(t *testing.T) {
 	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	big := `{"items":[` + strings.Repeat(`{"sku":"SKU-10293","name":"Trail Running Shoe","qty":1},`, 100) + `{}]}`
-	r := row("big", time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC))
-	r.Payload = []byte(big)
-	if _, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{r}); err != nil {
+	staged := row("big-staged", time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC))
+	staged.Payload = []byte(big)
+	if res, err := s.CopyEvents(ctx, pgstore.OriginBackfill, []event.Event{staged}); err != nil || !res.Staged {
+		t.Fatalf("backfill: %+v %v", res, err)
+	}
+	direct := row("big-direct", time.Date(2026, 3, 4, 6, 0, 0, 0, time.UTC))
+	direct.Payload = []byte(big)
+	lease, err := s.Lead(ctx, "archiver:lz4")
+	if err != nil {
 		t.Fatal(err)
 	}
-	var method string
-	var stored, text int
-	if err := s.Pool().QueryRow(ctx, `SELECT coalesce(pg_column_compression(payload), 'none'), pg_column_size(payload), octet_length(payload::text)
-		FROM events WHERE id = 'big'`).Scan(&method, &stored, &text); err != nil {
-		t.Fatal(err)
+	defer lease.Release()
+	if res, err := lease.Commit(ctx, pgstore.Batch{IndexUUID: "u", IndexName: "i", From: -1, To: 0, Rows: []event.Event{direct}}); err != nil || res.Staged {
+		t.Fatalf("feed batch: %+v %v", res, err)
 	}
-	if method != "lz4" || stored >= text {
-		t.Fatalf("payload stored with %s, %d bytes for %d of text", method, stored, text)
+	for _, id := range []string{"big-staged", "big-direct"} {
+		var method string
+		var stored, text int
+		if err := s.Pool().QueryRow(ctx, `SELECT coalesce(pg_column_compression(payload), 'none'), pg_column_size(payload), octet_length(payload::text)
+			FROM events WHERE id = $1`, id).Scan(&method, &stored, &text); err != nil {
+			t.Fatal(err)
+		}
+		if method != "lz4" || stored >= text {
+			t.Fatalf("%s: payload stored with %s, %d bytes for %d of text", id, method, stored, text)
+		}
 	}
 }
