@@ -13,7 +13,7 @@ import (
 	"github.com/spillway/spillway/pkg/event"
 )
 
-// The benchmark's raw baselines (pkg/bench: raw _bulk, S5's preload, S6's backlog) claim to send
+// The benchmark's raw baselines (internal/bench: raw _bulk, S5's preload, S6's backlog) claim to send
 // the bytes ingest writes for this generator's events. Both documents are compared here: the one
 // ingest makes of a generated request (decoded as ingest decodes it, encoded as it encodes it)
 // and the baseline's of the same id, time and sequence number: the same fields with the same
