@@ -154,14 +154,7 @@ func indexBytes(t *testing.T, evs []event.Event) float64 {
 func archiveBytes(t *testing.T, ctx context.Context, compression string, evs []event.Event) float64 {
 	t.Helper()
 	pgCfg := testenv.PG(t)
-	pg, err := pgstore.Open(ctx, pgCfg, pgstore.Options{ApplicationName: "spillway-test-sizing"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
-	if err := pg.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pg := testenv.Archive(t, pgCfg, pgstore.Options{ApplicationName: "spillway-test-sizing"})
 	db := testenv.DB(t, pgCfg)
 	if _, err := db.Exec(ctx, "ALTER TABLE events ALTER COLUMN payload SET COMPRESSION "+compression); err != nil {
 		t.Fatal(err)

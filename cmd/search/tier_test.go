@@ -37,14 +37,7 @@ func TestColdTierWiring(t *testing.T) {
 	if _, err := testenv.Put(ctx, store, hot); err != nil {
 		t.Fatal(err)
 	}
-	pg, err := pgstore.Open(ctx, pgCfg, pgstore.Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
-	if err := pg.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pg := testenv.Archive(t, pgCfg, pgstore.Options{})
 	if _, err := pg.InsertEvent(ctx, cold); err != nil {
 		t.Fatal(err)
 	}

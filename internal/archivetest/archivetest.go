@@ -48,15 +48,8 @@ func Stores(t testing.TB, esCfg config.Elasticsearch, pgCfg config.Postgres, app
 	if err := es.InstallTemplate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pg, err := pgstore.Open(ctx, pgCfg, pgstore.Options{ApplicationName: app}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Close)
+	pg := testenv.Archive(t, pgCfg, pgstore.Options{ApplicationName: app})
 	pgConfigs.Store(pg, pgCfg)
-	if err := pg.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
 	return es, pg
 }
 

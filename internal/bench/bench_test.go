@@ -137,14 +137,7 @@ func TestRawBulkLoadsExactlyCount(t *testing.T) {
 func TestRawCopyWritesRows(t *testing.T) {
 	cfg := testenv.PG(t)
 	ctx := testenv.Context(t, time.Minute)
-	db, err := pgstore.Open(ctx, cfg, pgstore.Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := testenv.Archive(t, cfg, pgstore.Options{})
 	res, err := bench.RawCopy(ctx, testenv.DB(t, cfg), db, 2500, 1000, 512, 7)
 	if err != nil || res.Rows != 2500 || res.Batch != 1000 {
 		t.Fatalf("%+v %v", res, err)
@@ -163,14 +156,7 @@ func TestRawCopyWritesRows(t *testing.T) {
 func TestGrowSpreadsRowsOverDays(t *testing.T) {
 	ctx := testenv.Context(t, time.Minute)
 	cfg := testenv.PG(t)
-	db, err := pgstore.Open(ctx, cfg, pgstore.Options{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db := testenv.Archive(t, cfg, pgstore.Options{})
 	res, err := bench.Grow(ctx, testenv.DB(t, cfg), db, 3000, 30, 512, 10)
 	if err != nil || res.Rows != 3000 || res.Bytes <= 0 {
 		t.Fatalf("grow: %+v %v", res, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/esstore"
 	"github.com/spillway/spillway/pkg/event"
+	"github.com/spillway/spillway/pkg/pgstore"
 )
 
 // writers holds one bulk writer per store, so tests that write in a loop share its connections.
@@ -119,4 +120,20 @@ func Put(ctx context.Context, es *esstore.Store, e event.Event) (created bool, e
 	default:
 		return false, fmt.Errorf("event %s: %s (status %d): %s", e.ID, o.Result, o.Status, o.Reason)
 	}
+}
+
+// Archive opens the archive store on cfg with opts and applies its migrations, as the archiver
+// does at start; the store is closed when the test ends.
+func Archive(t testing.TB, cfg config.Postgres, opts pgstore.Options) *pgstore.Store {
+	t.Helper()
+	ctx := Context(t, time.Minute)
+	s, err := pgstore.Open(ctx, cfg, opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

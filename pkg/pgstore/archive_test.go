@@ -9,24 +9,9 @@ import (
 	"time"
 
 	"github.com/spillway/spillway/internal/testenv"
-	"github.com/spillway/spillway/pkg/config"
 	"github.com/spillway/spillway/pkg/event"
 	"github.com/spillway/spillway/pkg/pgstore"
 )
-
-func openMigrated(t *testing.T, cfg config.Postgres, app string) *pgstore.Store {
-	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	s, err := pgstore.Open(ctx, cfg, pgstore.Options{ApplicationName: app}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 func rowsN(prefix string, n int, ts time.Time) []event.Event {
 	out := make([]event.Event, n)
@@ -61,7 +46,7 @@ func checkpointOf(t *testing.T, s *pgstore.Store, uuid string, shard int) (pgsto
 }
 
 func TestLeaseCommitMovesCheckpointWithRows(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	lease, err := s.Lead(ctx, "archiver:x")
 	if err != nil {
@@ -111,7 +96,7 @@ func TestLeaseCommitMovesCheckpointWithRows(t *testing.T) {
 }
 
 func TestFailedBatchLeavesNothing(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	lease, err := s.Lead(ctx, "archiver:x")
 	if err != nil {
@@ -142,7 +127,7 @@ func TestFailedBatchLeavesNothing(t *testing.T) {
 // Two writers committing the same range at once: the checkpoint row lock lets exactly one in.
 func TestConcurrentCommitsOfOneRangeWriteOnce(t *testing.T) {
 	cfg := testenv.PG(t)
-	s := openMigrated(t, cfg, "spillway-test")
+	s := testenv.Archive(t, cfg, pgstore.Options{ApplicationName: "spillway-test"})
 	ctx := testenv.Context(t, time.Minute)
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	for round := 0; round < 5; round++ {
@@ -190,7 +175,7 @@ func TestConcurrentCommitsOfOneRangeWriteOnce(t *testing.T) {
 
 func TestLeaseIsExclusiveAndDiesWithItsSession(t *testing.T) {
 	cfg := testenv.PG(t)
-	a := openMigrated(t, cfg, "spillway-test-a")
+	a := testenv.Archive(t, cfg, pgstore.Options{ApplicationName: "spillway-test-a"})
 	ctx := testenv.Context(t, time.Minute)
 	b, err := pgstore.Open(ctx, cfg, pgstore.Options{ApplicationName: "spillway-test-b"}, nil)
 	if err != nil {
@@ -252,7 +237,7 @@ func mustLeaderPID(t *testing.T, s *pgstore.Store, name string) int {
 }
 
 func TestCopyEventsCountsByOriginAndState(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	if res, err := s.CopyEvents(ctx, pgstore.OriginBackfill, rowsN("x", 7, ts)); err != nil || res.Inserted != 7 {
@@ -280,7 +265,7 @@ func TestCopyEventsCountsByOriginAndState(t *testing.T) {
 }
 
 func TestCountRangesAndIDs(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	base := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	var rows []event.Event
@@ -328,7 +313,7 @@ func TestCountRangesAndIDs(t *testing.T) {
 
 // Payloads go into jsonb through COPY verbatim and come back value for value.
 func TestPayloadRoundTripThroughCopy(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	ts := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	var rows []event.Event

@@ -60,7 +60,7 @@ func want(rows []event.Event, f event.Filter, desc bool) []string {
 }
 
 func TestColdPagesFollowByteOrderAcrossTies(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, 2*time.Minute)
 	base := time.Date(2026, 1, 10, 0, 0, 0, 0, time.UTC)
 	rows := coldRows(base)
@@ -111,7 +111,7 @@ func TestColdPagesFollowByteOrderAcrossTies(t *testing.T) {
 func head(s []string) []string { return s[:min(len(s), 20)] }
 
 func TestColdPageReturnsTheStoredEvent(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	ts := time.Date(2026, 2, 3, 4, 5, 6, 789012000, time.UTC)
 	rows := []event.Event{
@@ -142,7 +142,7 @@ func TestColdPageReturnsTheStoredEvent(t *testing.T) {
 }
 
 func TestColdBoundaryOnlyMovesForward(t *testing.T) {
-	s := openMigrated(t, testenv.PG(t), "spillway-test")
+	s := migrated(t)
 	ctx := testenv.Context(t, time.Minute)
 	if _, ok, err := s.ColdBoundary(ctx, "events"); err != nil || ok {
 		t.Fatalf("fresh schema: ok=%v err=%v, want no boundary", ok, err)

@@ -18,15 +18,7 @@ import (
 // migrated opens a store on a fresh schema with every migration applied.
 func migrated(t *testing.T) *pgstore.Store {
 	t.Helper()
-	s, err := pgstore.Open(context.Background(), testenv.PG(t), pgstore.Options{ApplicationName: "spillway-test"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if err := s.Migrate(testenv.Context(t, time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return testenv.Archive(t, testenv.PG(t), pgstore.Options{ApplicationName: "spillway-test"})
 }
 
 func row(id string, ts time.Time) event.Event {
@@ -134,15 +126,7 @@ func TestPartitionsOnDemandRace(t *testing.T) {
 	ctx := testenv.Context(t, 2*time.Minute)
 	var stores [2]*pgstore.Store
 	for i := range stores {
-		s, err := pgstore.Open(ctx, cfg, pgstore.Options{ApplicationName: "spillway-test"}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer s.Close()
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
-		stores[i] = s
+		stores[i] = testenv.Archive(t, cfg, pgstore.Options{ApplicationName: "spillway-test"})
 	}
 	// Past and future edges: ingest accepts max_past_age (30 days) back and max_future_skew ahead.
 	now := time.Now().UTC()

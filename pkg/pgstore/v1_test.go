@@ -1,7 +1,6 @@
 package pgstore_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -18,15 +17,7 @@ func v1Store(t *testing.T, rows []testenv.V1Row) (*pgstore.Store, config.Postgre
 	t.Helper()
 	cfg := testenv.PG(t)
 	testenv.V1Archive(t, cfg, rows)
-	s, err := pgstore.Open(context.Background(), cfg, pgstore.Options{ApplicationName: "spillway-test"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if err := s.Migrate(testenv.Context(t, time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	return s, cfg
+	return testenv.Archive(t, cfg, pgstore.Options{ApplicationName: "spillway-test"}), cfg
 }
 
 func v1Rows(days, perDay int) []testenv.V1Row {

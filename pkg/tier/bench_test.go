@@ -54,14 +54,7 @@ func BenchmarkPageByTier(b *testing.B) {
 	if err := es.InstallTemplate(ctx); err != nil {
 		b.Fatal(err)
 	}
-	pg, err := pgstore.Open(ctx, pgCfg, pgstore.Options{}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pg.Close)
-	if err := pg.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
+	pg := testenv.Archive(b, pgCfg, pgstore.Options{})
 
 	r := rand.New(rand.NewPCG(9, 10))
 	start := time.Now()
