@@ -129,7 +129,7 @@ func (s *Store) commitBatch(ctx context.Context, db beginner, b Batch) (Result, 
 // rows no one has archived yet (the checkpoint moves in the same transaction, so a batch is never
 // written twice). It runs in a savepoint; when an (id, day) is there already — repair, backfill or
 // an import wrote it ahead of the feed — COPY fails on the partition's unique index, the savepoint
-// is rolled back, and the batch takes copyRows's staging table, which skips what is archived.
+// is rolled back, and the batch takes the staging table (stageRows), which skips what is archived.
 // Straight COPY writes each row once instead of twice (staging, then INSERT … SELECT): S6 in
 // BENCHMARKS.md. While a version-1 archive is migrated, every batch takes the staging path.
 func copyDirect(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, error) {
@@ -141,7 +141,7 @@ func copyDirect(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, err
 		return Result{}, err
 	}
 	if migrating {
-		return copyRows(ctx, tx, rows)
+		return stageRows(ctx, tx, rows, true)
 	}
 	sp, err := tx.Begin(ctx) // a savepoint
 	if err != nil {
@@ -163,7 +163,7 @@ func copyDirect(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, err
 	if !errors.As(err, &pgErr) || pgErr.Code != "23505" { // unique_violation
 		return Result{}, fmt.Errorf("copy: %w", err)
 	}
-	return copyRows(ctx, tx, rows)
+	return stageRows(ctx, tx, rows, false)
 }
 
 // copyColumns are the columns COPY writes, in rowSource's order.
@@ -201,6 +201,15 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, error
 	if len(rows) == 0 {
 		return Result{}, nil
 	}
+	migrating, err := migratingV1(ctx, tx)
+	if err != nil {
+		return Result{}, err
+	}
+	return stageRows(ctx, tx, rows, migrating)
+}
+
+// stageRows is copyRows once it is known whether a version-1 archive is being migrated.
+func stageRows(ctx context.Context, tx pgx.Tx, rows []event.Event, migrating bool) (Result, error) {
 	// A staging table instead of COPY straight into events: COPY has no ON CONFLICT, and one
 	// duplicate would fail the whole batch. It must carry payload's compression (INCLUDING ALL
 	// has COMPRESSION on PostgreSQL 14+): COPY compresses the payloads into it, and INSERT ...
@@ -211,10 +220,6 @@ func copyRows(ctx context.Context, tx pgx.Tx, rows []event.Event) (Result, error
 	res := Result{Staged: true}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"archive_staging"}, copyColumns, rowSource(rows, &res)); err != nil {
 		return Result{}, fmt.Errorf("copy: %w", err)
-	}
-	migrating, err := migratingV1(ctx, tx)
-	if err != nil {
-		return Result{}, err
 	}
 	skipV1 := ""
 	if migrating {
