@@ -83,6 +83,18 @@ func TestMigrateV1KilledAndResumed(t *testing.T) {
 		}
 	}
 	m.Kill()
+	// A COMMIT the killed process sent just before SIGKILL still completes on its server
+	// backend; that backend exits only once it finds the socket closed. Read the counter after.
+	for {
+		var backends int
+		if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-archiver-migrate'").Scan(&backends); err != nil {
+			t.Fatal(err)
+		}
+		if backends == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := archivetest.DB(t, pg).QueryRow(ctx, "SELECT rows_moved FROM archive_v1_migration").Scan(&moved); err != nil {
 		t.Fatal(err)
 	}
