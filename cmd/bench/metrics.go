@@ -69,6 +69,13 @@ type bulkStats struct {
 	MeanBulkMS    float64 `json:"mean_bulk_ms"`
 	KBPerBulk     float64 `json:"kb_per_bulk"`
 	Retries       float64 `json:"event_retries"`
+	// Where an acknowledgement's time goes, as histogram bucket bounds (ms): the 201s' p99
+	// inside ingest, the p99 wait of a bulk request's first event for a slot, and the p99
+	// bulk request to Elasticsearch. What the client sees beyond AckP99MS is its own queueing
+	// and the loopback. Strings, because a bound may be "+Inf", which JSON cannot carry.
+	AckP99MS  string `json:"ack_p99_ms_inside_ingest,omitempty"`
+	WaitP99MS string `json:"bulk_wait_p99_ms,omitempty"`
+	BulkP99MS string `json:"bulk_p99_ms,omitempty"`
 	// CPU is the cores each process used meanwhile (the load generator is the harness itself,
 	// which also runs the search probes).
 	CPU CPUCores `json:"cpu_cores,omitempty"`
@@ -89,32 +96,65 @@ func diffBulk(before, after metrics) bulkStats {
 		s.MeanBulkMS = d("spillway_ingest_bulk_duration_seconds_sum") / n * 1000
 	}
 	s.Retries = d("spillway_ingest_event_retries_total")
+	if p, n := serverP99(before, after, "201"); n > 0 {
+		s.AckP99MS = msBound(p)
+	}
+	if p, n := histP99(before, after, "spillway_ingest_bulk_wait_seconds"); n > 0 {
+		s.WaitP99MS = msBound(p)
+	}
+	if p, n := histP99(before, after, "spillway_ingest_bulk_duration_seconds"); n > 0 {
+		s.BulkP99MS = msBound(p)
+	}
 	return s
 }
 
 func (s bulkStats) String() string {
 	out := fmt.Sprintf("%.0f bulk requests of %.0f events (%.0f KB) on average, %.0f ms each", s.Bulks, s.EventsPerBulk, s.KBPerBulk, s.MeanBulkMS)
+	if s.BulkP99MS != "" {
+		out += fmt.Sprintf("; p99s inside ingest (histogram bounds): 201 ≤ %s ms, wait for a bulk slot ≤ %s ms, bulk request ≤ %s ms",
+			s.AckP99MS, s.WaitP99MS, s.BulkP99MS)
+	}
 	if len(s.CPU) > 0 {
 		out += fmt.Sprintf("; %s (of %d)", s.CPU, runtime.NumCPU())
 	}
 	return out
 }
 
-// serverP99 is the upper bound of the histogram bucket holding the 99th percentile of ingest's
-// own request durations (spillway_http_request_duration_seconds) for one status, between two
-// scrapes, in milliseconds: what the server spent, without the client's queueing. The second
-// result is the number of requests.
+// msBound prints a bucket bound in milliseconds: "0.5", "25", "+Inf".
+func msBound(ms float64) string {
+	if math.IsInf(ms, 1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(ms, 'f', -1, 64)
+}
+
+// serverP99 is the upper bound of the histogram bucket holding the 99th percentile of a
+// service's own request durations (spillway_http_request_duration_seconds) for one status,
+// between two scrapes, in milliseconds: what the server spent, without the client's queueing.
+// The second result is the number of requests.
 func serverP99(before, after metrics, status string) (float64, float64) {
+	return histP99(before, after, "spillway_http_request_duration_seconds", `status="`+status+`"`)
+}
+
+// histP99 is the upper bound, in milliseconds, of the bucket holding the 99th percentile of
+// the observations a histogram of seconds gained between two scrapes, over every series whose
+// labels contain all of match; the second result is the number of observations. A bucket
+// bound, not an interpolation: "≤ 250 ms" is what the histogram can say.
+func histP99(before, after metrics, name string, match ...string) (float64, float64) {
 	type bucket struct{ le, n float64 }
 	var bs []bucket
 	byLE := map[float64]float64{}
 	for k, v := range after {
 		base, labels, _ := strings.Cut(k, "{")
-		if base != "spillway_http_request_duration_seconds_bucket" || !strings.Contains(labels, `status="`+status+`"`) {
+		if base != name+"_bucket" {
 			continue
 		}
+		ok := true
+		for _, want := range match {
+			ok = ok && strings.Contains(labels, want)
+		}
 		i := strings.Index(labels, `le="`)
-		if i < 0 {
+		if !ok || i < 0 {
 			continue
 		}
 		leText := labels[i+4:]

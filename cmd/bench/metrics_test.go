@@ -52,8 +52,15 @@ func TestDiffBulk(t *testing.T) {
 	after[`spillway_ingest_bulk_bytes_total`] = 1024 + 5*2048
 	after[`spillway_ingest_bulk_duration_seconds_sum`] = 1.1
 	after[`spillway_ingest_bulk_duration_seconds_count`] = 15
+	// 100 bulk requests: 99 under 5 ms, one under 250 ms; their first events waited under 0.5 ms.
+	after[`spillway_ingest_bulk_duration_seconds_bucket{le="0.005"}`] = 99
+	after[`spillway_ingest_bulk_duration_seconds_bucket{le="0.25"}`] = 100
+	after[`spillway_ingest_bulk_duration_seconds_bucket{le="+Inf"}`] = 100
+	after[`spillway_ingest_bulk_wait_seconds_bucket{le="0.0005"}`] = 100
+	after[`spillway_ingest_bulk_wait_seconds_bucket{le="+Inf"}`] = 100
 	s := diffBulk(before, after)
-	if s.Bulks != 5 || s.EventsPerBulk != 80 || s.KBPerBulk != 2 || math.Abs(s.MeanBulkMS-20) > 1e-9 {
+	if s.Bulks != 5 || s.EventsPerBulk != 80 || s.KBPerBulk != 2 || math.Abs(s.MeanBulkMS-20) > 1e-9 ||
+		s.BulkP99MS != "5" || s.WaitP99MS != "0.5" || s.AckP99MS != "" {
 		t.Fatalf("%+v", s)
 	}
 }

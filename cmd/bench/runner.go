@@ -293,7 +293,7 @@ func (r *runner) startIngest(ctx context.Context, name, esURL, prefix string) (*
 	return p, nil
 }
 
-// profile takes a CPU profile of ingest for d and writes it, with its top functions, to
+// profile takes a CPU profile of a service (ingest or search) for d and writes it, with its top functions, to
 // out/pprof/name.{pprof,top.txt}. It returns a function that waits for it.
 func (r *runner) profile(p *proc, d time.Duration, name string) func() {
 	done := make(chan struct{})
@@ -314,12 +314,31 @@ func (r *runner) profile(p *proc, d time.Duration, name string) func() {
 			logf("profile %s: status %d", name, res.StatusCode)
 			return
 		}
-		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=35", filepath.Join(r.st.bin, "ingest"), file).CombinedOutput()
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=35", p.bin, file).CombinedOutput()
 		if err == nil {
 			_ = os.WriteFile(filepath.Join(dir, name+".top.txt"), top, 0o644)
 		}
 	}()
 	return func() { <-done }
+}
+
+// hotThreads saves Elasticsearch's hot threads (busiest threads, sampled over half a second)
+// at out/pprof/name.txt: the node's side of a profile.
+func (r *runner) hotThreads(ctx context.Context, name string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.st.esURL+"/_nodes/hot_threads?threads=6&interval=500ms&snapshots=10&ignore_idle_threads=true", nil)
+	if err != nil {
+		return
+	}
+	res, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		logf("hot threads %s: %v", name, err)
+		return
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	dir := filepath.Join(r.st.out, "pprof")
+	_ = os.MkdirAll(dir, 0o755)
+	_ = os.WriteFile(filepath.Join(dir, name+".txt"), b, 0o644)
 }
 
 // lgIngest runs the load generator against an ingest process and records its bulk figures.
