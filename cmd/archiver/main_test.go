@@ -113,7 +113,9 @@ func TestCommands(t *testing.T) {
 	esCfg, pgCfg := testenv.ES(t), testenv.PG(t)
 	es, pg := archivetest.Stores(t, esCfg, pgCfg, "spillway-test")
 	ctx := testenv.Context(t, 2*time.Minute)
-	base := time.Now().UTC().Truncate(time.Hour)
+	// A minute before the hour: the events (base, and base a day back, minus up to 250 ms)
+	// fall on exactly two UTC days even when the test runs in the first hour of a day.
+	base := time.Now().UTC().Truncate(time.Hour).Add(-time.Minute)
 	evs := archivetest.Events("cmd", 250, 2, base)
 	if err := archivetest.Index(ctx, es, evs); err != nil {
 		t.Fatal(err)
