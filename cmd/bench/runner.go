@@ -225,10 +225,19 @@ func getJSON(ctx context.Context, url string, out any) error {
 // spillwayEnv configures a Spillway service for this run. Rate limits are off: the benchmark
 // measures capacity, not the per-client limiter.
 func (r *runner) spillwayEnv(addr, admin, esURL, prefix, pgURL, schema string) []string {
+	// One primary per daily index, like the bench's own store (runner.es): the bench's node is
+	// one node of two cores holding a few GB, which the capacity model sizes at 1 (the default,
+	// 8, is sized for a day of the users' rate on a cluster). Without this the services
+	// installed the default's template over the bench's and the run measured 8 shards.
+	// --ingest-set elasticsearch.shards=N still overrides it for ingest.
+	if _, set := r.rep.Settings["elasticsearch.shards"]; !set {
+		r.rep.Settings["elasticsearch.shards"] = "1"
+	}
 	env := []string{
 		"SPILLWAY_HTTP_ADDR=" + addr,
 		"SPILLWAY_ELASTICSEARCH_URLS=" + esURL,
 		"SPILLWAY_ELASTICSEARCH_INDEX_PREFIX=" + prefix,
+		"SPILLWAY_ELASTICSEARCH_SHARDS=1",
 		"SPILLWAY_RATELIMIT_INGEST_EVENTS_PER_SECOND=0",
 		"SPILLWAY_RATELIMIT_SEARCH_REQUESTS_PER_SECOND=0",
 		"SPILLWAY_LOG_LEVEL=info",
