@@ -142,11 +142,7 @@ func (r *runner) drain(ctx context.Context, prefix, schema string, n int, name s
 		return d, err
 	}
 	defer ar.stop()
-	pids := map[string]int{"archiver": ar.pid()}
-	if pid, err := r.st.esPID(); err == nil {
-		pids["elasticsearch"] = pid
-	}
-	cpu := startCPU(pids)                                         // PostgreSQL's backends are most of "everything else"
+	cpu := r.measureCPU(map[string]int{"archiver": ar.pid()})     // PostgreSQL's backends are most of "everything else"
 	deadline := start.Add(time.Duration(n/500+120) * time.Second) // fails the scenario long before: 500 rows/s
 	var rows int64
 	for {

@@ -47,19 +47,21 @@ func scrape(p *proc) metrics {
 func (m metrics) sum(name string, match ...string) float64 {
 	var s float64
 	for k, v := range m {
-		base, labels, _ := strings.Cut(k, "{")
-		if base != name {
-			continue
-		}
-		ok := true
-		for _, want := range match {
-			ok = ok && strings.Contains(labels, want)
-		}
-		if ok {
+		if base, labels, _ := strings.Cut(k, "{"); base == name && hasLabels(labels, match) {
 			s += v
 		}
 	}
 	return s
+}
+
+// hasLabels reports whether a sample's labels contain every one of match (`key="value"`).
+func hasLabels(labels string, match []string) bool {
+	for _, want := range match {
+		if !strings.Contains(labels, want) {
+			return false
+		}
+	}
+	return true
 }
 
 // bulkStats describes ingest's bulk requests between two scrapes: the group-commit figures.
@@ -146,15 +148,8 @@ func histP99(before, after metrics, name string, match ...string) (float64, floa
 	byLE := map[float64]float64{}
 	for k, v := range after {
 		base, labels, _ := strings.Cut(k, "{")
-		if base != name+"_bucket" {
-			continue
-		}
-		ok := true
-		for _, want := range match {
-			ok = ok && strings.Contains(labels, want)
-		}
 		i := strings.Index(labels, `le="`)
-		if !ok || i < 0 {
+		if base != name+"_bucket" || !hasLabels(labels, match) || i < 0 {
 			continue
 		}
 		leText := labels[i+4:]

@@ -73,13 +73,9 @@ func (r *runner) overload(ctx context.Context) error {
 	// Ingest's metrics and the cores used are read at the phase boundaries, so that the report
 	// can say where admitted requests spent their time while the node was up and overloaded
 	// and after it came back.
-	pids := map[string]int{"ingest": in.pid(), "load generator": os.Getpid()}
-	if pid, err := r.st.esPID(); err == nil {
-		pids["elasticsearch"] = pid
-	}
-	var overloaded, recovering bulkStats
 	var atStop, atUp metrics
-	cpu := startCPU(pids)
+	var stopCores CPUCores
+	cpu := r.measureCPU(map[string]int{"ingest": in.pid(), "load generator": os.Getpid()})
 	waitProfile := r.profile(in, max(r.plan.S7Before-2*time.Second, time.Second), "ingest-S7")
 	esDone := make(chan struct{})
 	until := make(chan struct{})
@@ -98,7 +94,7 @@ func (r *runner) overload(ctx context.Context) error {
 			return
 		}
 		atStop = scrape(in)
-		overloaded.CPU = cpu.stop()
+		stopCores = cpu.stop()
 		logf("S7: stopping Elasticsearch")
 		if esErr = r.st.stopES(); esErr != nil {
 			return
@@ -121,10 +117,10 @@ func (r *runner) overload(ctx context.Context) error {
 	after := scrape(in)
 	<-esDone
 	waitProfile()
+	var overloaded, recovering bulkStats
 	if atStop != nil {
-		cores := overloaded.CPU
 		overloaded = diffBulk(before, atStop)
-		overloaded.CPU = cores
+		overloaded.CPU = stopCores
 	}
 	if atUp != nil {
 		recovering = diffBulk(atUp, after)

@@ -350,17 +350,22 @@ func (r *runner) hotThreads(ctx context.Context, name string) {
 	_ = os.WriteFile(filepath.Join(dir, name+".txt"), b, 0o644)
 }
 
+// measureCPU starts measuring the cores of pids and of the Elasticsearch node, when it runs.
+func (r *runner) measureCPU(pids map[string]int) *cpuShare {
+	if pid, err := r.st.esPID(); err == nil {
+		pids["elasticsearch"] = pid
+	}
+	return startCPU(pids)
+}
+
 // lgIngest runs the load generator against an ingest process and records its bulk figures.
 func (r *runner) lgIngest(ctx context.Context, name string, in *proc, cfg loadgen.Config) (*loadgen.Result, bulkStats, error) {
 	before := scrape(in)
 	pids := map[string]int{"ingest": in.pid(), "load generator": os.Getpid()}
-	if pid, err := r.st.esPID(); err == nil {
-		pids["elasticsearch"] = pid
-	}
 	for k, v := range r.cpuExtra {
 		pids[k] = v
 	}
-	cpu := startCPU(pids)
+	cpu := r.measureCPU(pids)
 	res, err := r.lg(ctx, name, cfg)
 	if err != nil {
 		return nil, bulkStats{}, err

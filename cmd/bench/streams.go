@@ -144,11 +144,8 @@ func (r *runner) streamRound(ctx context.Context, in *proc, prefix, name string,
 	var mu sync.Mutex
 	var acked bytes.Buffer
 	pids := map[string]int{"search": se.pid(), "ingest": in.pid(), "load generator": os.Getpid()}
-	if pid, err := r.st.esPID(); err == nil {
-		pids["elasticsearch"] = pid
-	}
 	before := scrape(se)
-	cpu := startCPU(pids)
+	cpu := r.measureCPU(pids)
 	res, err := r.lg(ctx, name, loadgen.Config{IngestURL: "http://" + in.addr, Duration: dur, Rate: s9Rate,
 		Concurrency: 1000, EventsPerRequest: 1, EventSize: 1024, Clients: n,
 		AckedIDs: writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return acked.Write(p) })})
