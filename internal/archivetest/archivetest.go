@@ -220,6 +220,21 @@ func PGIDs(t testing.TB, pg *pgstore.Store) []string {
 	return ids
 }
 
+// checkpointOf looks up each shard's checkpoint among cps. A shard that never held a document
+// has nothing to archive and may have no checkpoint row: it stands at -1 with no rows.
+func checkpointOf(cps []pgstore.Checkpoint) func(event.Shard) pgstore.Checkpoint {
+	byKey := map[string]pgstore.Checkpoint{}
+	for _, c := range cps {
+		byKey[fmt.Sprintf("%s/%d", c.IndexUUID, c.Shard)] = c
+	}
+	return func(sh event.Shard) pgstore.Checkpoint {
+		if c, ok := byKey[fmt.Sprintf("%s/%d", sh.IndexUUID, sh.Shard)]; ok {
+			return c
+		}
+		return pgstore.Checkpoint{SeqNo: -1}
+	}
+}
+
 // CaughtUp reports whether every shard's checkpoint has reached its global checkpoint.
 func CaughtUp(ctx context.Context, es *esstore.Store, pg *pgstore.Store) (bool, error) {
 	shards, err := es.Shards(ctx)
@@ -230,16 +245,9 @@ func CaughtUp(ctx context.Context, es *esstore.Store, pg *pgstore.Store) (bool, 
 	if err != nil {
 		return false, err
 	}
-	at := map[string]int64{}
-	for _, c := range cps {
-		at[fmt.Sprintf("%s/%d", c.IndexUUID, c.Shard)] = c.SeqNo
-	}
+	at := checkpointOf(cps)
 	for _, sh := range shards {
-		p, ok := at[fmt.Sprintf("%s/%d", sh.IndexUUID, sh.Shard)]
-		if !ok {
-			p = -1
-		}
-		if p < sh.MaxSeqNo || sh.GlobalCheckpoint < sh.MaxSeqNo {
+		if at(sh).SeqNo < sh.MaxSeqNo || sh.GlobalCheckpoint < sh.MaxSeqNo {
 			return false, nil
 		}
 	}
@@ -302,19 +310,13 @@ func CheckExactlyOnce(t testing.TB, es *esstore.Store, pg *pgstore.Store) int {
 		t.Fatal(err)
 	}
 	outside := st.RowsRepaired + st.RowsBackfilled
-	byKey := map[string]pgstore.Checkpoint{}
+	at := checkpointOf(cps)
 	var rows int64
 	for _, c := range cps {
-		byKey[fmt.Sprintf("%s/%d", c.IndexUUID, c.Shard)] = c
 		rows += c.Rows
 	}
 	for _, sh := range shards {
-		c, ok := byKey[fmt.Sprintf("%s/%d", sh.IndexUUID, sh.Shard)]
-		if !ok {
-			// A shard that never held a document has nothing to archive and may have no
-			// checkpoint row (as CaughtUp reads it): it stands at -1 with no rows.
-			c.SeqNo = -1
-		}
+		c := at(sh)
 		if c.SeqNo != sh.GlobalCheckpoint || c.SeqNo != sh.MaxSeqNo {
 			t.Errorf("%s[%d]: checkpoint %+v, global checkpoint %d, max seq %d", sh.Index, sh.Shard, c, sh.GlobalCheckpoint, sh.MaxSeqNo)
 		}
