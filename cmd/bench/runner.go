@@ -308,8 +308,6 @@ func (r *runner) profile(p *proc, d time.Duration, name string) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		dir := filepath.Join(r.st.out, "pprof")
-		_ = os.MkdirAll(dir, 0o755)
 		c := http.Client{Timeout: d + 30*time.Second}
 		res, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.admin, int(d.Seconds())))
 		if err != nil {
@@ -317,15 +315,15 @@ func (r *runner) profile(p *proc, d time.Duration, name string) func() {
 			return
 		}
 		defer res.Body.Close()
-		file := filepath.Join(dir, name+".pprof")
+		file := r.pprofPath(name + ".pprof")
 		b, _ := io.ReadAll(res.Body)
 		if res.StatusCode != http.StatusOK || os.WriteFile(file, b, 0o644) != nil {
 			logf("profile %s: status %d", name, res.StatusCode)
 			return
 		}
-		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=35", p.bin, file).CombinedOutput()
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=35", p.cmd.Path, file).CombinedOutput()
 		if err == nil {
-			_ = os.WriteFile(filepath.Join(dir, name+".top.txt"), top, 0o644)
+			_ = os.WriteFile(r.pprofPath(name+".top.txt"), top, 0o644)
 		}
 	}()
 	return func() { <-done }
@@ -345,9 +343,14 @@ func (r *runner) hotThreads(ctx context.Context, name string) {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
+	_ = os.WriteFile(r.pprofPath(name+".txt"), b, 0o644)
+}
+
+// pprofPath is the path of a profile file in out/pprof, which it creates.
+func (r *runner) pprofPath(file string) string {
 	dir := filepath.Join(r.st.out, "pprof")
 	_ = os.MkdirAll(dir, 0o755)
-	_ = os.WriteFile(filepath.Join(dir, name+".txt"), b, 0o644)
+	return filepath.Join(dir, file)
 }
 
 // measureCPU starts measuring the cores of pids and of the Elasticsearch node, when it runs.

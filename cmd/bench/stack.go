@@ -143,7 +143,6 @@ type proc struct {
 	log   *os.File
 	addr  string // its HTTP or TCP address
 	admin string // the service's admin (pprof, metrics) address, when it has one
-	bin   string // the executable, for symbolizing its profiles
 	done  chan struct{}
 }
 
@@ -166,7 +165,7 @@ func (s *stack) start(ctx context.Context, name, binary string, args, env []stri
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: f, addr: addr, bin: cmd.Path, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, log: f, addr: addr, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	s.procs = append(s.procs, p)
 	deadline := time.Now().Add(60 * time.Second)
